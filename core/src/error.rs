@@ -1,0 +1,72 @@
+//! The core's error type: one enum for the store, the sync driver and the model.
+
+use crate::media::MediaError;
+use crate::model::ModelError;
+use crate::protocol::ProtocolError;
+
+/// Result with the core's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the core. Messages carry no personal data.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The SQLite store failed (disk full, file damaged, locked).
+    #[error("storage: {0}")]
+    Storage(#[from] rusqlite::Error),
+    /// The store was written by a newer build than this one.
+    #[error("the store has schema version {found}, newer than this build's {supported}")]
+    StoreTooNew {
+        /// Version found in the file.
+        found: i64,
+        /// Highest version this build knows.
+        supported: i64,
+    },
+    /// A household document could not be read or written.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// A stored Automerge document could not be loaded.
+    #[error("document {doc}: {source}")]
+    Document {
+        /// The document's ID.
+        doc: String,
+        /// What Automerge said.
+        source: automerge::AutomergeError,
+    },
+    /// A photo was refused by intake; nothing was attached.
+    #[error(transparent)]
+    Media(#[from] MediaError),
+    /// The sync messages were malformed or out of order.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The named household is not in this phone's store.
+    #[error("household {0} is not on this phone")]
+    NoSuchHousehold(String),
+    /// The phone has not signed in to a server yet.
+    #[error("this phone has not signed in to a server")]
+    NotSignedIn,
+    /// The server refused the credentials or the device token (HTTP 401).
+    #[error("the server refused the sign-in: {0}")]
+    Unauthorized(String),
+    /// The server answered with an error status.
+    #[error("the server answered {status}: {message}")]
+    Server {
+        /// HTTP status code.
+        status: u16,
+        /// The server's message.
+        message: String,
+    },
+    /// The server could not be reached or the connection broke.
+    #[error("network: {0}")]
+    Network(String),
+    /// The caller cancelled the sync; what was already confirmed is kept.
+    #[error("sync cancelled")]
+    Cancelled,
+    /// An argument was not acceptable.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// Which argument.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}

@@ -1,0 +1,577 @@
+//! The typed household document: what a household, its residents and its visits are,
+//! how they sit inside one Automerge document, and how conflicts in it are listed.
+//! No I/O here: the store and the server both build on these types.
+//!
+//! Layout of a household document (schema 1), every collection a map keyed by a UUID
+//! (or by a content hash for photos) so that concurrent additions never collide:
+//!
+//! ```text
+//! { schema: 1, kind: "household", id, door_number, address, village, grid,
+//!   head_name, phone,
+//!   residents: { <uuid>: Resident },
+//!   visits:    { <uuid>: Visit { ..., photos: { <sha256>: PhotoRef } } } }
+//! ```
+//!
+//! Writes are targeted (one field, or one new map entry) and never reconcile the whole
+//! household: autosurgeon's reconcile puts every scalar it visits, so a whole-document
+//! reconcile on one phone would silently overwrite a concurrent edit made on another
+//! (see docs/adr/0002-targeted-writes.md).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use automerge::transaction::Transactable;
+use automerge::{ActorId, Automerge, ObjType, ROOT, ReadDoc};
+use autosurgeon::{Hydrate, Reconcile};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Version of the household document layout written by this build.
+pub const HOUSEHOLD_SCHEMA: u64 = 1;
+
+macro_rules! uuid_id {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A new random (version 4) identifier.
+            pub fn new() -> Self {
+                Self(Uuid::new_v4())
+            }
+
+            /// Parses the hyphenated text form; `None` when `s` is not a UUID.
+            pub fn parse(s: &str) -> Option<Self> {
+                Uuid::parse_str(s).ok().map(Self)
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.hyphenated().fmt(f)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.0.hyphenated())
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// Identifies a household, and so its Automerge document.
+    HouseholdId
+);
+uuid_id!(
+    /// Identifies a resident inside a household document.
+    ResidentId
+);
+uuid_id!(
+    /// Identifies a visit inside a household document.
+    VisitId
+);
+uuid_id!(
+    /// Identifies an enrolled phone. Its 16 bytes are also the phone's Automerge actor ID
+    /// (DESIGN.md section 6), so every change names the device that made it.
+    DeviceId
+);
+
+impl DeviceId {
+    /// The Automerge actor ID of this device: the UUID's 16 bytes.
+    pub fn actor(&self) -> ActorId {
+        ActorId::from(self.0.as_bytes().as_slice())
+    }
+}
+
+/// What happened at the door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Hydrate, Reconcile, Serialize, Deserialize)]
+pub enum VisitOutcome {
+    /// The team explained the frauds to the household.
+    #[autosurgeon(rename = "completed")]
+    Completed,
+    /// Nobody opened the door.
+    #[autosurgeon(rename = "nobody_home")]
+    NobodyHome,
+    /// The household refused the visit.
+    #[autosurgeon(rename = "refused")]
+    Refused,
+    /// The household no longer lives at this address.
+    #[autosurgeon(rename = "moved_away")]
+    MovedAway,
+}
+
+impl VisitOutcome {
+    /// The stable text form used in projections, exports and the wire.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::NobodyHome => "nobody_home",
+            Self::Refused => "refused",
+            Self::MovedAway => "moved_away",
+        }
+    }
+}
+
+/// A point from the phone's location service (WGS 84).
+#[derive(Debug, Clone, Copy, PartialEq, Hydrate, Reconcile, Serialize, Deserialize)]
+pub struct GeoPoint {
+    /// Latitude in degrees, -90..=90.
+    pub lat: f64,
+    /// Longitude in degrees, -180..=180.
+    pub lon: f64,
+    /// Horizontal accuracy radius in metres, when the phone reports one.
+    pub accuracy_m: Option<f64>,
+}
+
+/// A photo stored outside the document as a blob, referenced by its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile, Serialize, Deserialize)]
+pub struct PhotoRef {
+    /// Lowercase hex SHA-256 of the stored JPEG: its blob address.
+    pub sha256: String,
+    /// Size of the stored JPEG in bytes.
+    pub size_bytes: u64,
+    /// Always `image/jpeg` for photos taken in by this build.
+    pub media_type: String,
+    /// Width in pixels of the stored (upright, scaled) image.
+    pub width: u32,
+    /// Height in pixels of the stored image.
+    pub height: u32,
+    /// Lowercase hex SHA-256 of the thumbnail JPEG blob.
+    pub thumbnail_sha256: String,
+    /// When the photo was attached, device clock, milliseconds since the Unix epoch (UTC).
+    pub added_at_ms: i64,
+}
+
+/// A resident of a household, as the roster names them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hydrate, Reconcile, Serialize, Deserialize)]
+pub struct Resident {
+    /// Full name, whitespace removed.
+    pub name: String,
+    /// Relation to the head of household as written in the roster (户主, 配偶, 子, ...).
+    pub relation: String,
+    /// `男`, `女`, or empty when unknown.
+    pub sex: String,
+    /// Birth date as ISO 8601 `YYYY-MM-DD`, when known.
+    pub birth_date: Option<String>,
+    /// 18-character national ID number (GB 11643-1999), upper-case check character.
+    pub id_number: Option<String>,
+    /// 11-digit mobile number, digits only.
+    pub phone: Option<String>,
+    /// Target groups (重点人群) the resident belongs to, as the roster names them.
+    pub target_groups: Vec<String>,
+}
+
+/// One visit to the household by a team.
+#[derive(Debug, Clone, PartialEq, Hydrate, Reconcile, Serialize, Deserialize)]
+pub struct Visit {
+    /// The signed-in user who recorded the visit (account name).
+    pub visitor: String,
+    /// The device that recorded it.
+    pub device_id: String,
+    /// Start, device clock, milliseconds since the Unix epoch (UTC).
+    pub started_at_ms: i64,
+    /// End, device clock, milliseconds since the Unix epoch (UTC).
+    pub finished_at_ms: Option<i64>,
+    /// What happened at the door.
+    pub outcome: VisitOutcome,
+    /// Target groups (重点人群) the visit reached.
+    pub target_groups_reached: Vec<String>,
+    /// Free text from the team.
+    pub remarks: String,
+    /// Photos of the visit, keyed by their SHA-256.
+    pub photos: BTreeMap<String, PhotoRef>,
+    /// Where the phone was, when it knew.
+    pub location: Option<GeoPoint>,
+}
+
+/// The household: the unit of assignment, access, conflict and sync.
+#[derive(Debug, Clone, PartialEq, Hydrate, Reconcile, Serialize, Deserialize)]
+pub struct Household {
+    /// Layout version, [`HOUSEHOLD_SCHEMA`] for documents written by this build.
+    pub schema: u64,
+    /// Always `household`.
+    pub kind: String,
+    /// The household's ID, the same as its document's.
+    pub id: String,
+    /// Door number (门牌号) as the roster writes it.
+    pub door_number: String,
+    /// Postal address; the door number when the roster has nothing better.
+    pub address: String,
+    /// Village (村) name.
+    pub village: String,
+    /// Grid (网格) name.
+    pub grid: String,
+    /// Name of the head of household (户主).
+    pub head_name: String,
+    /// The household's contact phone, digits only; empty when unknown.
+    pub phone: String,
+    /// Residents keyed by [`ResidentId`].
+    pub residents: BTreeMap<String, Resident>,
+    /// Visits keyed by [`VisitId`].
+    pub visits: BTreeMap<String, Visit>,
+}
+
+impl Household {
+    /// A household with no residents and no visits yet.
+    pub fn new(id: HouseholdId, village: &str, grid: &str, door_number: &str) -> Self {
+        Self {
+            schema: HOUSEHOLD_SCHEMA,
+            kind: "household".into(),
+            id: id.to_string(),
+            door_number: door_number.into(),
+            address: door_number.into(),
+            village: village.into(),
+            grid: grid.into(),
+            head_name: String::new(),
+            phone: String::new(),
+            residents: BTreeMap::new(),
+            visits: BTreeMap::new(),
+        }
+    }
+
+    /// The status shown in lists: the outcome of the latest visit by start time, or
+    /// `None` when no visit was recorded.
+    pub fn visit_status(&self) -> Option<VisitOutcome> {
+        self.visits
+            .values()
+            .max_by_key(|v| v.started_at_ms)
+            .map(|v| v.outcome)
+    }
+}
+
+/// Errors reading or writing a household document.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The document does not have the household layout.
+    #[error("the document is not a valid household: {0}")]
+    Hydrate(#[from] autosurgeon::HydrateError),
+    /// Writing the typed value into the document failed.
+    #[error("could not write the household document: {0}")]
+    Reconcile(#[from] autosurgeon::ReconcileError),
+    /// Automerge refused an operation or could not load bytes.
+    #[error("automerge: {0}")]
+    Automerge(#[from] automerge::AutomergeError),
+    /// The household has no visit with this ID.
+    #[error("no visit {0} in this household")]
+    NoSuchVisit(String),
+}
+
+/// Reads the typed household out of a document.
+///
+/// Errors: [`ModelError::Hydrate`] when the document lacks a field of schema 1.
+pub fn read_household(doc: &Automerge) -> Result<Household, ModelError> {
+    Ok(autosurgeon::hydrate(doc)?)
+}
+
+/// Creates a new household document written by `actor`, committed at `now_ms`
+/// (milliseconds since the Unix epoch, UTC).
+pub fn new_household_doc(
+    household: &Household,
+    actor: ActorId,
+    now_ms: i64,
+) -> Result<Automerge, ModelError> {
+    let mut doc = Automerge::new().with_actor(actor);
+    let mut tx = doc.transaction();
+    autosurgeon::reconcile(&mut tx, household)?;
+    tx.commit_with(commit_at(now_ms, "create household"));
+    Ok(doc)
+}
+
+/// Adds one visit as a new entry of the `visits` map, in one change.
+pub fn add_visit(
+    doc: &mut Automerge,
+    visit_id: VisitId,
+    visit: &Visit,
+    now_ms: i64,
+) -> Result<(), ModelError> {
+    let mut tx = doc.transaction();
+    let visits = map_at(&mut tx, &ROOT, "visits")?;
+    autosurgeon::reconcile_prop(&mut tx, &visits, visit_id.to_string().as_str(), visit)?;
+    tx.commit_with(commit_at(now_ms, "record visit"));
+    Ok(())
+}
+
+/// Adds one photo reference to an existing visit, in one change.
+///
+/// Errors: [`ModelError::NoSuchVisit`] when the visit is not in the document.
+pub fn add_photo(
+    doc: &mut Automerge,
+    visit_id: VisitId,
+    photo: &PhotoRef,
+    now_ms: i64,
+) -> Result<(), ModelError> {
+    let mut tx = doc.transaction();
+    let visits = map_at(&mut tx, &ROOT, "visits")?;
+    let visit = match tx.get(&visits, visit_id.to_string())? {
+        Some((automerge::Value::Object(ObjType::Map), id)) => id,
+        _ => return Err(ModelError::NoSuchVisit(visit_id.to_string())),
+    };
+    let photos = map_at(&mut tx, &visit, "photos")?;
+    autosurgeon::reconcile_prop(&mut tx, &photos, photo.sha256.as_str(), photo)?;
+    tx.commit_with(commit_at(now_ms, "attach photo"));
+    Ok(())
+}
+
+/// Sets one text field of the household profile (`phone`, `head_name`, `address`,
+/// `door_number`), in one change. Writing a field also resolves any conflict on it.
+pub fn set_profile_field(
+    doc: &mut Automerge,
+    field: ProfileField,
+    value: &str,
+    now_ms: i64,
+) -> Result<(), ModelError> {
+    let mut tx = doc.transaction();
+    tx.put(ROOT, field.key(), value)?;
+    tx.commit_with(commit_at(now_ms, "edit household"));
+    Ok(())
+}
+
+/// The household profile fields a phone may edit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfileField {
+    /// The contact phone.
+    Phone,
+    /// The head of household's name.
+    HeadName,
+    /// The postal address.
+    Address,
+}
+
+impl ProfileField {
+    /// The document key of the field.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::Phone => "phone",
+            Self::HeadName => "head_name",
+            Self::Address => "address",
+        }
+    }
+}
+
+fn commit_at(now_ms: i64, message: &str) -> automerge::transaction::CommitOptions {
+    automerge::transaction::CommitOptions::default()
+        .with_time(now_ms)
+        .with_message(message.to_string())
+}
+
+fn map_at(
+    tx: &mut automerge::transaction::Transaction<'_>,
+    parent: &automerge::ObjId,
+    key: &str,
+) -> Result<automerge::ObjId, ModelError> {
+    match tx.get(parent, key)? {
+        Some((automerge::Value::Object(ObjType::Map), id)) => Ok(id),
+        _ => Ok(tx.put_object(parent, key, ObjType::Map)?),
+    }
+}
+
+/// One value of a field that two or more devices set concurrently.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictValue {
+    /// The value, rendered as text.
+    pub value: String,
+    /// Hex Automerge actor ID of the writer: the device ID for phones.
+    pub actor: String,
+    /// Device time of the change that wrote it, milliseconds since the Unix epoch (UTC).
+    pub time_ms: i64,
+    /// True for the value Automerge shows as current (its deterministic winner).
+    pub winner: bool,
+}
+
+/// A field that holds more than one concurrent value. Automerge keeps all of them and
+/// shows one; Doorstep lists the rest so the office can choose (DESIGN.md section 3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    /// Path of the field from the document root, e.g. `["phone"]` or
+    /// `["residents", "<uuid>", "phone"]`.
+    pub path: Vec<String>,
+    /// Every concurrent value, the winner first.
+    pub values: Vec<ConflictValue>,
+}
+
+/// Lists every field of the document that holds two or more different concurrent
+/// values, depth first in key order. Concurrent writes of the same value are not
+/// conflicts and are not listed.
+pub fn conflicts(doc: &Automerge) -> Vec<Conflict> {
+    let mut out = Vec::new();
+    walk_conflicts(doc, &ROOT, &mut Vec::new(), &mut out);
+    out
+}
+
+fn walk_conflicts(
+    doc: &Automerge,
+    obj: &automerge::ObjId,
+    path: &mut Vec<String>,
+    out: &mut Vec<Conflict>,
+) {
+    let keys: Vec<String> = doc.keys(obj).collect();
+    for key in keys {
+        let Ok(values) = doc.get_all(obj, key.as_str()) else {
+            continue;
+        };
+        path.push(key.clone());
+        if values.len() > 1 {
+            let rendered: Vec<ConflictValue> = values
+                .iter()
+                .enumerate()
+                .map(|(i, (value, id))| {
+                    let (actor, time_ms) = author_of(doc, id);
+                    ConflictValue {
+                        value: render(value),
+                        actor,
+                        time_ms,
+                        winner: i + 1 == values.len(),
+                    }
+                })
+                .rev()
+                .collect();
+            let first = &rendered[0].value;
+            if rendered.iter().any(|v| &v.value != first) {
+                out.push(Conflict {
+                    path: path.clone(),
+                    values: rendered,
+                });
+            }
+        }
+        if let Ok(Some((automerge::Value::Object(ObjType::Map), child))) =
+            doc.get(obj, key.as_str())
+        {
+            walk_conflicts(doc, &child, path, out);
+        }
+        path.pop();
+    }
+}
+
+fn author_of(doc: &Automerge, id: &automerge::ObjId) -> (String, i64) {
+    let actor = match id {
+        automerge::ObjId::Id(_, actor, _) => actor.to_hex_string(),
+        automerge::ObjId::Root => String::new(),
+    };
+    let time = doc
+        .hash_for_opid(id)
+        .and_then(|h| doc.get_change_meta_by_hash(&h).map(|m| m.timestamp))
+        .unwrap_or(0);
+    (actor, time)
+}
+
+fn render(value: &automerge::Value<'_>) -> String {
+    match value {
+        automerge::Value::Scalar(s) => match s.as_ref() {
+            automerge::ScalarValue::Str(s) => s.to_string(),
+            other => other.to_string(),
+        },
+        automerge::Value::Object(t) => format!("<{t}>"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Household {
+        let mut h = Household::new(HouseholdId::new(), "东坡村", "东坡村第1网格", "东坡村1号");
+        h.head_name = "张三".into();
+        h.phone = "13800000000".into();
+        h.residents.insert(
+            ResidentId::new().to_string(),
+            Resident {
+                name: "张三".into(),
+                relation: "户主".into(),
+                ..Resident::default()
+            },
+        );
+        h
+    }
+
+    fn visit(device: DeviceId) -> Visit {
+        Visit {
+            visitor: "worker".into(),
+            device_id: device.to_string(),
+            started_at_ms: 1,
+            finished_at_ms: Some(2),
+            outcome: VisitOutcome::Completed,
+            target_groups_reached: vec!["老年人".into()],
+            remarks: String::new(),
+            photos: BTreeMap::new(),
+            location: Some(GeoPoint {
+                lat: 30.0,
+                lon: 120.0,
+                accuracy_m: Some(8.0),
+            }),
+        }
+    }
+
+    #[test]
+    fn household_round_trips_through_the_document() {
+        let h = sample();
+        let doc = new_household_doc(&h, ActorId::random(), 0).unwrap();
+        let loaded = Automerge::load(&doc.save()).unwrap();
+        assert_eq!(read_household(&loaded).unwrap(), h);
+    }
+
+    #[test]
+    fn concurrent_visits_both_survive_and_a_phone_edit_is_not_overwritten() {
+        let h = sample();
+        let base = new_household_doc(&h, ActorId::random(), 0).unwrap();
+        let (a_dev, b_dev) = (DeviceId::new(), DeviceId::new());
+        let mut a = base.fork().with_actor(a_dev.actor());
+        let mut b = base.fork().with_actor(b_dev.actor());
+        add_visit(&mut a, VisitId::new(), &visit(a_dev), 10).unwrap();
+        set_profile_field(&mut a, ProfileField::Phone, "13911112222", 11).unwrap();
+        add_visit(&mut b, VisitId::new(), &visit(b_dev), 12).unwrap();
+        a.merge(&mut b).unwrap();
+        let merged = read_household(&a).unwrap();
+        assert_eq!(merged.visits.len(), 2);
+        assert_eq!(merged.phone, "13911112222");
+        assert!(conflicts(&a).is_empty());
+    }
+
+    #[test]
+    fn concurrent_phone_edits_are_listed_as_a_conflict_and_resolved_by_a_write() {
+        let base = new_household_doc(&sample(), ActorId::random(), 0).unwrap();
+        let mut a = base.fork().with_actor(DeviceId::new().actor());
+        let mut b = base.fork().with_actor(DeviceId::new().actor());
+        set_profile_field(&mut a, ProfileField::Phone, "13911111111", 100).unwrap();
+        set_profile_field(&mut b, ProfileField::Phone, "13922222222", 200).unwrap();
+        a.merge(&mut b).unwrap();
+        let found = conflicts(&a);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].path, vec!["phone".to_string()]);
+        let mut values: Vec<_> = found[0].values.iter().map(|v| v.value.clone()).collect();
+        values.sort();
+        assert_eq!(values, ["13911111111", "13922222222"]);
+        assert!(found[0].values[0].winner);
+        assert_eq!(found[0].values[0].value, read_household(&a).unwrap().phone);
+        let times: Vec<_> = found[0].values.iter().map(|v| v.time_ms).collect();
+        assert!(times.contains(&100) && times.contains(&200));
+        set_profile_field(&mut a, ProfileField::Phone, "13933333333", 300).unwrap();
+        assert!(conflicts(&a).is_empty());
+    }
+
+    #[test]
+    fn photo_needs_an_existing_visit() {
+        let mut doc = new_household_doc(&sample(), ActorId::random(), 0).unwrap();
+        let photo = PhotoRef {
+            sha256: "ab".into(),
+            size_bytes: 1,
+            media_type: "image/jpeg".into(),
+            width: 1,
+            height: 1,
+            thumbnail_sha256: "cd".into(),
+            added_at_ms: 0,
+        };
+        assert!(matches!(
+            add_photo(&mut doc, VisitId::new(), &photo, 0),
+            Err(ModelError::NoSuchVisit(_))
+        ));
+    }
+}

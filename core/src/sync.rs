@@ -1,0 +1,203 @@
+//! Drives the sans-IO [`SyncSession`] over HTTP (blocking, ureq with rustls), applying
+//! each answer's effects to the [`Store`] in one transaction as it arrives. Also signs
+//! the phone in. Blocking by design (DESIGN.md section 8): apps call it off the main
+//! thread.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::protocol::{
+    self, BlobQueryResponse, ErrorBody, Incoming, Outgoing, Step, SyncProgress, SyncResponse,
+    SyncSession,
+};
+use crate::store::Store;
+
+/// Upper bound on any answer body the phone reads (64 MiB).
+const MAX_ANSWER_BYTES: u64 = 64 << 20;
+
+/// `POST /v1/devices/sign-in` body (JSON).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SignInRequest {
+    /// Account name.
+    pub username: String,
+    /// Account password; sent only over the connection, never stored on the phone.
+    pub password: String,
+    /// The phone's device ID (its Automerge actor).
+    pub device_id: String,
+}
+
+/// `POST /v1/devices/sign-in` answer (JSON).
+#[derive(Serialize, Deserialize)]
+pub struct SignInResponse {
+    /// Bearer token for every later request of this device.
+    pub token: String,
+}
+
+impl std::fmt::Debug for SignInResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SignInResponse { token: <redacted> }")
+    }
+}
+
+/// A blocking HTTP client for one server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    /// A client for the server at `base_url` (`http://host:port` or `https://...`), with a
+    /// 60 s limit on each request.
+    pub fn new(base_url: &str) -> Self {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build();
+        Self {
+            base: base_url.trim_end_matches('/').to_string(),
+            agent: config.into(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    fn read(mut resp: ureq::http::Response<ureq::Body>) -> Result<(u16, Vec<u8>)> {
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER_BYTES)
+            .read_to_vec()
+            .map_err(|e| Error::Network(e.to_string()))?;
+        if status == 401 {
+            return Err(Error::Unauthorized(error_message(&body)));
+        }
+        if !(200..300).contains(&status) {
+            return Err(Error::Server {
+                status,
+                message: error_message(&body),
+            });
+        }
+        Ok((status, body))
+    }
+
+    /// Signs `username` in on behalf of this phone and keeps the device token, the server
+    /// address and the account name in the store.
+    ///
+    /// Errors: [`Error::Unauthorized`] for a wrong name or password; [`Error::Network`].
+    pub fn sign_in(&self, store: &mut Store, username: &str, password: &str) -> Result<()> {
+        let body = serde_json::to_vec(&SignInRequest {
+            username: username.into(),
+            password: password.into(),
+            device_id: store.device_id().to_string(),
+        })
+        .map_err(|e| Error::Network(e.to_string()))?;
+        let resp = self
+            .agent
+            .post(self.url("/v1/devices/sign-in"))
+            .content_type("application/json")
+            .send(&body[..])
+            .map_err(|e| Error::Network(e.to_string()))?;
+        let (_, body) = Self::read(resp)?;
+        let answer: SignInResponse = serde_json::from_slice(&body).map_err(|_| Error::Server {
+            status: 200,
+            message: "malformed sign-in answer".into(),
+        })?;
+        store.set_setting("server_url", &self.base)?;
+        store.set_setting("username", username)?;
+        store.set_setting("token", &answer.token)?;
+        Ok(())
+    }
+
+    fn send(&self, token: &str, store: &Store, out: &Outgoing) -> Result<Incoming> {
+        let auth = format!("Bearer {token}");
+        match out {
+            Outgoing::Sync(req) => {
+                let resp = self
+                    .agent
+                    .post(self.url("/v1/sync"))
+                    .header("Authorization", &auth)
+                    .content_type(protocol::CBOR)
+                    .send(&protocol::encode(req)[..])
+                    .map_err(|e| Error::Network(e.to_string()))?;
+                let (_, body) = Self::read(resp)?;
+                Ok(Incoming::Sync(protocol::decode::<SyncResponse>(&body)?))
+            }
+            Outgoing::FindMissingBlobs(q) => {
+                let resp = self
+                    .agent
+                    .post(self.url("/v1/blobs/missing"))
+                    .header("Authorization", &auth)
+                    .content_type(protocol::CBOR)
+                    .send(&protocol::encode(q)[..])
+                    .map_err(|e| Error::Network(e.to_string()))?;
+                let (_, body) = Self::read(resp)?;
+                Ok(Incoming::MissingBlobs(
+                    protocol::decode::<BlobQueryResponse>(&body)?,
+                ))
+            }
+            Outgoing::UploadBlob { sha256 } => {
+                let bytes = store.blob(sha256)?.ok_or_else(|| Error::Invalid {
+                    field: "blob",
+                    reason: format!("blob {sha256} is queued but not stored"),
+                })?;
+                let resp = self
+                    .agent
+                    .put(self.url(&format!("/v1/blobs/{sha256}")))
+                    .header("Authorization", &auth)
+                    .content_type("application/octet-stream")
+                    .send(&bytes[..])
+                    .map_err(|e| Error::Network(e.to_string()))?;
+                Self::read(resp)?;
+                Ok(Incoming::BlobStored {
+                    sha256: sha256.clone(),
+                })
+            }
+        }
+    }
+}
+
+fn error_message(body: &[u8]) -> String {
+    serde_json::from_slice::<ErrorBody>(body)
+        .map(|e| e.message)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned())
+}
+
+/// Syncs the store with the server it signed in to: pushes the outbox, pulls every page
+/// after the cursor, uploads the blobs the server lacks. `progress` is called after each
+/// answer; setting `cancel` stops before the next request, keeping what was confirmed.
+///
+/// Errors: [`Error::NotSignedIn`]; [`Error::Unauthorized`] when the token was revoked;
+/// [`Error::Network`] and [`Error::Server`] as they come (everything confirmed before
+/// stays confirmed, and the next sync resumes); [`Error::Cancelled`].
+pub fn sync_now(
+    store: &mut Store,
+    cancel: Option<&AtomicBool>,
+    mut progress: impl FnMut(&SyncProgress),
+) -> Result<SyncProgress> {
+    let (Some(url), Some(token)) = (store.setting("server_url")?, store.setting("token")?) else {
+        return Err(Error::NotSignedIn);
+    };
+    let client = Client::new(&url);
+    let mut session = SyncSession::new(store.cursor()?, store.outbox()?, store.pending_blobs()?);
+    loop {
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(Error::Cancelled);
+        }
+        match session.poll() {
+            Step::Done(p) => return Ok(p),
+            Step::Send(out) => {
+                let incoming = client.send(&token, store, &out)?;
+                let effects = session.receive(incoming)?;
+                store.apply_effects(&effects)?;
+                progress(&session.progress());
+            }
+        }
+    }
+}
