@@ -1,0 +1,772 @@
+//! The server's storage: an embedded SQLite database (the change log, documents,
+//! accounts, projections) and a blob folder, in one data folder. One connection behind
+//! a mutex is the one writer; callers run it off the async runtime.
+//!
+//! Data folder layout: `doorstep.db` (+ `-wal`, `-shm`) and `blobs/ab/abcdef...` (each
+//! blob named by its SHA-256, written to a temporary file, synced and renamed).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use automerge::{ActorId, Automerge, Change, ReadDoc};
+use doorstep_core::model::{self, DeviceId, Household, HouseholdId};
+use doorstep_core::protocol::{
+    BlobQuery, BlobQueryResponse, DocUpdate, PROTOCOL_VERSION, RejectedChange, SyncRequest,
+    SyncResponse, UpdateKind,
+};
+use doorstep_core::store::now_ms;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde_bytes::ByteBuf;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+const MIGRATIONS: &[&str] = &[include_str!("db/0001_init.sql")];
+
+/// Bound on the bytes of document updates in one pull page (2 MiB).
+pub const PAGE_BYTES: usize = 2 << 20;
+/// Bound on change-log rows read for one pull page.
+const PAGE_ROWS: i64 = 20_000;
+
+/// What an account may see and write (issue 2: grids, a village or the whole town).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// These grids.
+    Grids(Vec<String>),
+    /// These villages.
+    Villages(Vec<String>),
+    /// Every household of the town.
+    Town,
+}
+
+impl Scope {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Grids(_) => "grids",
+            Self::Villages(_) => "village",
+            Self::Town => "town",
+        }
+    }
+
+    fn names_json(&self) -> String {
+        match self {
+            Self::Grids(v) | Self::Villages(v) => serde_json::to_string(v).unwrap_or_default(),
+            Self::Town => "[]".into(),
+        }
+    }
+
+    fn from_row(kind: &str, names: &str) -> Self {
+        let names: Vec<String> = serde_json::from_str(names).unwrap_or_default();
+        match kind {
+            "grids" => Self::Grids(names),
+            "village" => Self::Villages(names),
+            _ => Self::Town,
+        }
+    }
+
+    /// True when a household in `village` and `grid` is in this scope.
+    pub fn covers(&self, village: &str, grid: &str) -> bool {
+        match self {
+            Self::Grids(g) => g.iter().any(|x| x == grid),
+            Self::Villages(v) => v.iter().any(|x| x == village),
+            Self::Town => true,
+        }
+    }
+}
+
+/// An authenticated phone.
+#[derive(Debug, Clone)]
+pub struct Device {
+    /// The device (and its Automerge actor).
+    pub device_id: DeviceId,
+    /// Its account.
+    pub username: String,
+    /// What the account may see and write.
+    pub scope: Scope,
+}
+
+/// What the server holds, for the demo's summary and for tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Totals {
+    /// Household documents.
+    pub households: u64,
+    /// Residents across them.
+    pub residents: u64,
+    /// Visits across them.
+    pub visits: u64,
+    /// Photo references across visits.
+    pub photos: u64,
+    /// Photo references whose blob has arrived.
+    pub photos_received: u64,
+    /// Fields with concurrent values across households.
+    pub conflicts: u64,
+    /// Entries in the change log.
+    pub changes: u64,
+}
+
+/// Outcome of a roster import into the database.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportOutcome {
+    /// Households created now.
+    pub created: usize,
+    /// Households that already existed (same roster imported before) and were left as is.
+    pub existing: usize,
+}
+
+/// The server's database and blob folder.
+#[derive(Debug)]
+pub struct ServerDb {
+    conn: Mutex<Connection>,
+    blob_dir: PathBuf,
+    actor: ActorId,
+}
+
+impl ServerDb {
+    /// Opens (creating when absent) the data folder `dir`.
+    ///
+    /// Errors: [`Error::Io`] when the folder cannot be created; [`Error::Db`] when the
+    /// database cannot be opened or migrated.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir.join("blobs"))?;
+        let mut conn = Connection::open(dir.join("doorstep.db"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(Error::Internal(format!(
+                "the data folder has schema version {version}, newer than this build"
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        let actor = match conn
+            .query_row("SELECT value FROM meta WHERE key = 'actor'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?
+        {
+            Some(hex) => {
+                ActorId::from(hex::decode(hex).map_err(|e| Error::Internal(e.to_string()))?)
+            }
+            None => {
+                let actor = ActorId::random();
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('actor', ?1)",
+                    [actor.to_hex_string()],
+                )?;
+                actor
+            }
+        };
+        Ok(Self {
+            conn: Mutex::new(conn),
+            blob_dir: dir.join("blobs"),
+            actor,
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (transactions roll
+        // back), so a poisoned lock is safe to take over.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates household documents written by the server's own actor, one change each,
+    /// in one transaction. Households whose ID already exists are left as they are.
+    pub fn import_households(&self, households: &[Household]) -> Result<ImportOutcome> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut outcome = ImportOutcome::default();
+        let now = now_ms();
+        for h in households {
+            let id = Uuid::parse_str(&h.id)
+                .map_err(|_| Error::BadRequest(format!("household ID {} is not a UUID", h.id)))?;
+            let exists: bool = tx
+                .query_row(
+                    "SELECT 1 FROM documents WHERE doc_id = ?1",
+                    [&id.as_bytes()[..]],
+                    |_| Ok(true),
+                )
+                .optional()?
+                .unwrap_or(false);
+            if exists {
+                outcome.existing += 1;
+                continue;
+            }
+            let mut doc = model::new_household_doc(h, self.actor.clone(), now)
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            let changes: Vec<Change> = doc.get_changes(&[]).into_iter().collect();
+            let seqs = append_changes(&tx, id, &changes, None, now)?;
+            let seq = seqs.iter().copied().max().unwrap_or(0);
+            tx.execute(
+                "INSERT INTO documents (doc_id, kind, village, grid, bytes, first_seq, last_seq, updated_at_ms)
+                 VALUES (?1, 'household', ?2, ?3, ?4, ?5, ?5, ?6)",
+                params![&id.as_bytes()[..], h.village, h.grid, doc.save(), seq, now],
+            )?;
+            project_household(&tx, id, &mut doc, now)?;
+            outcome.created += 1;
+        }
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    /// Adds an account with an argon2id password hash (OWASP parameters: 19 MiB, 2
+    /// passes, 1 lane, the `argon2` crate's defaults).
+    ///
+    /// Errors: [`Error::Conflict`] when the name is taken; [`Error::BadRequest`] for an
+    /// empty name or a password shorter than 8 characters.
+    pub fn add_user(&self, username: &str, password: &str, scope: &Scope) -> Result<()> {
+        if username.trim().is_empty() {
+            return Err(Error::BadRequest("the user name is empty".into()));
+        }
+        if password.chars().count() < 8 {
+            return Err(Error::BadRequest(
+                "the password must have at least 8 characters".into(),
+            ));
+        }
+        let hash = crate::auth::hash_password(password)?;
+        let conn = self.conn();
+        let taken: bool = conn
+            .query_row(
+                "SELECT 1 FROM users WHERE username = ?1",
+                [username],
+                |_| Ok(true),
+            )
+            .optional()?
+            .unwrap_or(false);
+        if taken {
+            return Err(Error::Conflict(format!("user {username} already exists")));
+        }
+        conn.execute(
+            "INSERT INTO users (username, password_hash, scope_kind, scope, created_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![username, hash, scope.kind(), scope.names_json(), now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Checks a password and issues a new device token for `device_id` (replacing the
+    /// device's earlier token). Returns the token; only its SHA-256 is stored.
+    ///
+    /// Errors: [`Error::Unauthorized`] for an unknown account, a wrong password or a
+    /// disabled account (one message for all, so names cannot be probed);
+    /// [`Error::Conflict`] when the device is enrolled to another account.
+    pub fn sign_in(&self, username: &str, password: &str, device_id: DeviceId) -> Result<String> {
+        const REFUSED: &str = "wrong user name or password";
+        let row: Option<(i64, String, bool)> = self
+            .conn()
+            .query_row(
+                "SELECT id, password_hash, disabled FROM users WHERE username = ?1",
+                [username],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((user_id, hash, disabled)) = row else {
+            // Spend the same time as a real check, so timing does not tell names apart.
+            let _ = crate::auth::verify_password(password, crate::auth::DUMMY_HASH);
+            return Err(Error::Unauthorized(REFUSED));
+        };
+        if !crate::auth::verify_password(password, &hash)? || disabled {
+            return Err(Error::Unauthorized(REFUSED));
+        }
+        let token = crate::auth::new_token();
+        let conn = self.conn();
+        let owner: Option<i64> = conn
+            .query_row(
+                "SELECT user_id FROM devices WHERE device_id = ?1",
+                [device_id.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if owner.is_some_and(|o| o != user_id) {
+            return Err(Error::Conflict(
+                "this device is enrolled to another account".into(),
+            ));
+        }
+        conn.execute(
+            "INSERT INTO devices (device_id, user_id, token_hash, created_at_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (device_id) DO UPDATE SET token_hash = excluded.token_hash, revoked_at_ms = NULL",
+            params![device_id.to_string(), user_id, crate::auth::token_hash(&token), now_ms()],
+        )?;
+        Ok(token)
+    }
+
+    /// The device a bearer token belongs to.
+    ///
+    /// Errors: [`Error::Unauthorized`] for an unknown or revoked token or a disabled
+    /// account.
+    pub fn authenticate(&self, token: &str) -> Result<Device> {
+        let row: Option<(String, String, String, String)> = self
+            .conn()
+            .query_row(
+                "SELECT d.device_id, u.username, u.scope_kind, u.scope
+                   FROM devices d JOIN users u ON u.id = d.user_id
+                  WHERE d.token_hash = ?1 AND d.revoked_at_ms IS NULL AND u.disabled = 0",
+                [crate::auth::token_hash(token)],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let (device, username, kind, names) =
+            row.ok_or(Error::Unauthorized("unknown or revoked device token"))?;
+        Ok(Device {
+            device_id: DeviceId::parse(&device)
+                .ok_or_else(|| Error::Internal("stored device ID is not a UUID".into()))?,
+            username,
+            scope: Scope::from_row(&kind, &names),
+        })
+    }
+
+    /// One sync exchange (DESIGN.md section 4): stores the accepted pushed changes,
+    /// acknowledges them by hash, refuses the others with a reason, and answers one page
+    /// of document updates after the request's cursor within the device's scope.
+    /// Idempotent: the same request twice stores nothing twice.
+    ///
+    /// Errors: [`Error::BadRequest`] for another protocol version; [`Error::Db`].
+    pub fn sync(&self, device: &Device, req: &SyncRequest) -> Result<SyncResponse> {
+        if req.v != PROTOCOL_VERSION {
+            return Err(Error::BadRequest(format!(
+                "protocol version {} is not supported; this server speaks {}",
+                req.v, PROTOCOL_VERSION
+            )));
+        }
+        let now = now_ms();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut resp = SyncResponse::default();
+        for doc_changes in &req.push {
+            push_doc(
+                &tx,
+                device,
+                doc_changes.doc,
+                &doc_changes.changes,
+                now,
+                &mut resp,
+            )?;
+        }
+        tx.execute(
+            "UPDATE devices SET last_sync_ms = ?1 WHERE device_id = ?2",
+            params![now, device.device_id.to_string()],
+        )?;
+        pull_page(&tx, device, req.cursor, PAGE_BYTES, &mut resp)?;
+        tx.commit()?;
+        Ok(resp)
+    }
+
+    /// Which of the queried blobs the server lacks.
+    ///
+    /// Errors: [`Error::BadRequest`] when a hash is not 64 lowercase hex digits or the
+    /// query names more than 10,000.
+    pub fn missing_blobs(&self, query: &BlobQuery) -> Result<BlobQueryResponse> {
+        if query.sha256.len() > 10_000 {
+            return Err(Error::BadRequest("at most 10,000 hashes per query".into()));
+        }
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT 1 FROM blobs WHERE sha256 = ?1")?;
+        let mut missing = Vec::new();
+        for h in &query.sha256 {
+            check_sha256(h)?;
+            if !stmt.exists([h])? {
+                missing.push(h.clone());
+            }
+        }
+        Ok(BlobQueryResponse { missing })
+    }
+
+    /// Stores a blob after checking that `bytes` hash to `sha256`. Storing one that is
+    /// already held changes nothing.
+    ///
+    /// Errors: [`Error::BadRequest`] for a malformed address; [`Error::HashMismatch`];
+    /// [`Error::Io`] when the folder cannot be written (a full disk).
+    pub fn put_blob(&self, sha256: &str, bytes: &[u8]) -> Result<()> {
+        check_sha256(sha256)?;
+        let actual = hex::encode(Sha256::digest(bytes));
+        if actual != sha256 {
+            return Err(Error::HashMismatch { actual });
+        }
+        let path = self.blob_path(sha256);
+        if !path.exists() {
+            let dir = path.parent().unwrap_or(&self.blob_dir);
+            std::fs::create_dir_all(dir)?;
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+            tmp.write_all(bytes)?;
+            tmp.as_file().sync_all()?;
+            tmp.persist(&path).map_err(|e| Error::Io(e.error))?;
+        }
+        self.conn().execute(
+            "INSERT OR IGNORE INTO blobs (sha256, size, received_at_ms) VALUES (?1, ?2, ?3)",
+            params![sha256, bytes.len() as i64, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Where a blob lives in the data folder.
+    pub fn blob_path(&self, sha256: &str) -> PathBuf {
+        self.blob_dir
+            .join(&sha256[..2.min(sha256.len())])
+            .join(sha256)
+    }
+
+    /// Reads a stored blob, `None` when not held.
+    pub fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>> {
+        check_sha256(sha256)?;
+        match std::fs::read(self.blob_path(sha256)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Counts of what the server holds.
+    pub fn totals(&self) -> Result<Totals> {
+        let conn = self.conn();
+        let n = |sql: &str| -> Result<u64> {
+            Ok(conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
+        };
+        Ok(Totals {
+            households: n("SELECT count(*) FROM households")?,
+            residents: n("SELECT count(*) FROM residents")?,
+            visits: n("SELECT count(*) FROM visits")?,
+            photos: n("SELECT count(*) FROM visit_photos")?,
+            photos_received: n(
+                "SELECT count(*) FROM visit_photos p JOIN blobs b ON b.sha256 = p.sha256",
+            )?,
+            conflicts: n("SELECT coalesce(sum(conflicts), 0) FROM households")?,
+            changes: n("SELECT count(*) FROM change_log")?,
+        })
+    }
+
+    /// The household's document as the server holds it.
+    pub fn household_doc(&self, id: HouseholdId) -> Result<Option<Automerge>> {
+        let bytes: Option<Vec<u8>> = self
+            .conn()
+            .query_row(
+                "SELECT bytes FROM documents WHERE doc_id = ?1",
+                [&id.0.as_bytes()[..]],
+                |r| r.get(0),
+            )
+            .optional()?;
+        bytes
+            .map(|b| Automerge::load(&b).map_err(|e| Error::Internal(e.to_string())))
+            .transpose()
+    }
+
+    /// Heads of every document, sorted, for comparing replicas.
+    pub fn document_heads(&self) -> Result<HashMap<Uuid, Vec<automerge::ChangeHash>>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT doc_id, bytes FROM documents")?;
+        let mut rows = stmt.query([])?;
+        let mut out = HashMap::new();
+        while let Some(r) = rows.next()? {
+            let id = Uuid::from_slice(&r.get::<_, Vec<u8>>(0)?).unwrap_or(Uuid::nil());
+            let doc = Automerge::load(&r.get::<_, Vec<u8>>(1)?)
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            let mut heads = doc.get_heads();
+            heads.sort();
+            out.insert(id, heads);
+        }
+        Ok(out)
+    }
+
+    /// Visit IDs per household as projected, for checking that each arrived once.
+    pub fn visit_ids(&self) -> Result<Vec<(HouseholdId, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT doc_id, visit_id FROM visits ORDER BY visit_id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                HouseholdId(Uuid::from_slice(&r.get::<_, Vec<u8>>(0)?).unwrap_or(Uuid::nil())),
+                r.get(1)?,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Photo blob addresses referenced by visits.
+    pub fn photo_hashes(&self) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT DISTINCT sha256 FROM visit_photos ORDER BY 1")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+fn check_sha256(h: &str) -> Result<()> {
+    if h.len() == 64
+        && h.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(
+            "a blob address must be 64 lowercase hex digits (SHA-256)".into(),
+        ))
+    }
+}
+
+fn append_changes(
+    tx: &Transaction<'_>,
+    doc: Uuid,
+    changes: &[Change],
+    device: Option<&DeviceId>,
+    now: i64,
+) -> Result<Vec<i64>> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO change_log (doc_id, hash, actor, bytes, device_id, received_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    let mut seqs = Vec::with_capacity(changes.len());
+    for c in changes {
+        stmt.execute(params![
+            &doc.as_bytes()[..],
+            &c.hash().0[..],
+            c.actor_id().to_bytes(),
+            c.raw_bytes(),
+            device.map(|d| d.to_string()),
+            now
+        ])?;
+        seqs.push(tx.last_insert_rowid());
+    }
+    Ok(seqs)
+}
+
+fn refuse(resp: &mut SyncResponse, hash: Vec<u8>, reason: &str) {
+    resp.rejected.push(RejectedChange {
+        hash: ByteBuf::from(hash),
+        reason: reason.to_string(),
+    });
+}
+
+fn push_doc(
+    tx: &Transaction<'_>,
+    device: &Device,
+    doc_id: Uuid,
+    raw: &[ByteBuf],
+    now: i64,
+    resp: &mut SyncResponse,
+) -> Result<()> {
+    let parsed: Vec<(Vec<u8>, Option<Change>)> = raw
+        .iter()
+        .map(|b| {
+            let c = Change::from_bytes(b.to_vec()).ok();
+            let hash = c
+                .as_ref()
+                .map(|c| c.hash().0.to_vec())
+                .unwrap_or_else(|| Sha256::digest(b).to_vec());
+            (hash, c)
+        })
+        .collect();
+    let row: Option<(Vec<u8>, String, String)> = tx
+        .query_row(
+            "SELECT bytes, village, grid FROM documents WHERE doc_id = ?1",
+            [&doc_id.as_bytes()[..]],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((bytes, village, grid)) = row else {
+        for (hash, _) in parsed {
+            refuse(resp, hash, "the household is not known to the server");
+        }
+        return Ok(());
+    };
+    if !device.scope.covers(&village, &grid) {
+        for (hash, _) in parsed {
+            refuse(resp, hash, "the household is outside this account's scope");
+        }
+        return Ok(());
+    }
+    let mut doc = Automerge::load(&bytes).map_err(|e| Error::Internal(e.to_string()))?;
+    let actor = device.device_id.actor();
+    let mut fresh = Vec::new();
+    for (hash, change) in parsed {
+        let Some(change) = change else {
+            refuse(resp, hash, "not a valid Automerge change");
+            continue;
+        };
+        if change.actor_id() != &actor {
+            refuse(resp, hash, "the change was made by another device");
+            continue;
+        }
+        if doc.get_change_by_hash(&change.hash()).is_some() {
+            resp.acked.push(ByteBuf::from(hash));
+            continue;
+        }
+        fresh.push(change);
+    }
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    doc.apply_changes(fresh.clone())
+        .map_err(|e| Error::BadRequest(format!("the changes could not be applied: {e}")))?;
+    // Changes whose dependencies the server lacks stay queued inside Automerge and are
+    // not stored: neither acknowledged nor refused, the phone sends them again.
+    let applied: Vec<Change> = fresh
+        .into_iter()
+        .filter(|c| doc.get_change_by_hash(&c.hash()).is_some())
+        .collect();
+    if applied.is_empty() {
+        return Ok(());
+    }
+    let seqs = append_changes(tx, doc_id, &applied, Some(&device.device_id), now)?;
+    resp.acked
+        .extend(applied.iter().map(|c| ByteBuf::from(c.hash().0.to_vec())));
+    tx.execute(
+        "UPDATE documents SET bytes = ?2, last_seq = ?3, updated_at_ms = ?4 WHERE doc_id = ?1",
+        params![
+            &doc_id.as_bytes()[..],
+            doc.save(),
+            seqs.iter().copied().max().unwrap_or(0),
+            now
+        ],
+    )?;
+    project_household(tx, doc_id, &mut doc, now)
+}
+
+fn pull_page(
+    tx: &Transaction<'_>,
+    device: &Device,
+    cursor: u64,
+    budget: usize,
+    resp: &mut SyncResponse,
+) -> Result<()> {
+    let (kind, names) = (device.scope.kind(), device.scope.names_json());
+    let mut stmt = tx.prepare_cached(
+        "SELECT c.seq, c.doc_id, c.actor, c.bytes, d.first_seq, d.bytes
+           FROM change_log c JOIN documents d ON d.doc_id = c.doc_id
+          WHERE c.seq > ?1
+            AND (?2 = 'town'
+                 OR (?2 = 'village' AND d.village IN (SELECT value FROM json_each(?3)))
+                 OR (?2 = 'grids' AND d.grid IN (SELECT value FROM json_each(?3))))
+          ORDER BY c.seq
+          LIMIT ?4",
+    )?;
+    let own = device.device_id.actor().to_bytes().to_vec();
+    let mut rows = stmt.query(params![cursor as i64, kind, names, PAGE_ROWS])?;
+    let mut index: HashMap<Uuid, usize> = HashMap::new();
+    let mut used = 0usize;
+    let mut last = cursor as i64;
+    let mut read = 0i64;
+    let mut more = false;
+    while let Some(r) = rows.next()? {
+        read += 1;
+        let seq: i64 = r.get(0)?;
+        let doc = Uuid::from_slice(&r.get::<_, Vec<u8>>(1)?).unwrap_or(Uuid::nil());
+        let actor: Vec<u8> = r.get(2)?;
+        let first_seq: i64 = r.get(4)?;
+        let new_to_phone = first_seq > cursor as i64;
+        let already = index.get(&doc).copied();
+        if new_to_phone && already.is_some() {
+            // Already sent whole in this page.
+            last = seq;
+            continue;
+        }
+        if !new_to_phone && actor == own {
+            // The phone made this change; it has it.
+            last = seq;
+            continue;
+        }
+        let payload: Vec<u8> = if new_to_phone { r.get(5)? } else { r.get(3)? };
+        if used > 0 && used + payload.len() > budget {
+            more = true;
+            break;
+        }
+        used += payload.len();
+        last = seq;
+        match already {
+            Some(i) => resp.docs[i].bytes.extend_from_slice(&payload),
+            None => {
+                index.insert(doc, resp.docs.len());
+                resp.docs.push(DocUpdate {
+                    doc,
+                    kind: if new_to_phone {
+                        UpdateKind::Snapshot
+                    } else {
+                        UpdateKind::Changes
+                    },
+                    bytes: ByteBuf::from(payload),
+                });
+            }
+        }
+    }
+    resp.cursor = last.max(0) as u64;
+    resp.more = more || read == PAGE_ROWS;
+    Ok(())
+}
+
+fn project_household(tx: &Transaction<'_>, id: Uuid, doc: &mut Automerge, now: i64) -> Result<()> {
+    let Ok(h) = model::read_household(doc) else {
+        tracing::warn!(doc = %id, "a document that is not a readable household was not projected");
+        return Ok(());
+    };
+    let key = &id.as_bytes()[..];
+    let conflicts = model::conflicts(doc).len() as i64;
+    tx.execute(
+        "INSERT OR REPLACE INTO households
+           (doc_id, village, grid, door_number, head_name, phone, residents, visits, conflicts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            key,
+            h.village,
+            h.grid,
+            h.door_number,
+            h.head_name,
+            h.phone,
+            h.residents.len() as i64,
+            h.visits.len() as i64,
+            conflicts
+        ],
+    )?;
+    tx.execute("DELETE FROM residents WHERE doc_id = ?1", [key])?;
+    for (rid, r) in &h.residents {
+        tx.execute(
+            "INSERT OR REPLACE INTO residents
+               (resident_id, doc_id, name, relation, sex, birth_date, id_number, phone, target_groups)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                rid,
+                key,
+                r.name,
+                r.relation,
+                r.sex,
+                r.birth_date,
+                r.id_number,
+                r.phone,
+                serde_json::to_string(&r.target_groups).unwrap_or_default()
+            ],
+        )?;
+    }
+    for (vid, v) in &h.visits {
+        tx.execute(
+            "INSERT INTO visits (visit_id, doc_id, visitor, device_id, outcome, started_at_ms,
+                                 finished_at_ms, photos, received_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (visit_id) DO UPDATE SET visitor = excluded.visitor,
+                 outcome = excluded.outcome, started_at_ms = excluded.started_at_ms,
+                 finished_at_ms = excluded.finished_at_ms, photos = excluded.photos",
+            params![
+                vid,
+                key,
+                v.visitor,
+                v.device_id,
+                v.outcome.as_str(),
+                v.started_at_ms,
+                v.finished_at_ms,
+                v.photos.len() as i64,
+                now
+            ],
+        )?;
+        for p in v.photos.values() {
+            tx.execute(
+                "INSERT OR IGNORE INTO visit_photos (visit_id, sha256, thumb_sha256, width, height)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![vid, p.sha256, p.thumbnail_sha256, p.width, p.height],
+            )?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! `doorstep-server demo`: a working server with a generated demo village, and two
+//! simulated phones on the real core that sign in, go offline, record visits with
+//! generated photos (both at one same household, both changing its phone number), and
+//! sync. It prints what arrived and keeps serving.
+
+use std::io::Cursor;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use doorstep_core::model::{
+    GeoPoint, Household, HouseholdId, ProfileField, Resident, ResidentId, VisitOutcome,
+};
+use doorstep_core::store::{HouseholdQuery, NewVisit, Store, now_ms};
+use doorstep_core::sync::{Client, sync_now};
+use uuid::Uuid;
+
+use crate::db::{Scope, ServerDb};
+use crate::error::{Error, Result};
+
+/// The demo village.
+pub const DEMO_VILLAGE: &str = "示范村";
+/// Its first grid, where both demo phones work.
+pub const DEMO_GRID: &str = "示范村第1网格";
+/// Password of the demo accounts `demo-worker-1` and `demo-worker-2`.
+pub const DEMO_PASSWORD: &str = "doorstep-demo";
+
+const SURNAMES: &[&str] = &["王", "李", "张", "刘", "陈", "杨", "赵", "黄", "周", "吴"];
+const GIVEN: &[&str] = &[
+    "伟", "芳", "娜", "敏", "静", "强", "磊", "军", "洋", "勇", "艳", "杰",
+];
+
+/// Generates `n` households of the demo village, half in each of two grids, with
+/// invented residents (no real person's data). IDs are fixed, so a rerun finds them.
+pub fn demo_households(n: usize) -> Vec<Household> {
+    (0..n)
+        .map(|i| {
+            let grid = if i % 2 == 0 {
+                DEMO_GRID
+            } else {
+                "示范村第2网格"
+            };
+            let id = HouseholdId(Uuid::new_v5(
+                &Uuid::NAMESPACE_OID,
+                format!("doorstep-demo-{i}").as_bytes(),
+            ));
+            let mut h = Household::new(
+                id,
+                DEMO_VILLAGE,
+                grid,
+                &format!("{DEMO_VILLAGE}{}号", i + 1),
+            );
+            let surname = SURNAMES[i % SURNAMES.len()];
+            for j in 0..(1 + i % 4) {
+                let name = format!(
+                    "{surname}{}{}",
+                    GIVEN[(i + j) % GIVEN.len()],
+                    GIVEN[(i * 7 + j) % GIVEN.len()]
+                );
+                if j == 0 {
+                    h.head_name = name.clone();
+                    h.phone = format!("138{:08}", 1000 + i);
+                }
+                h.residents.insert(
+                    ResidentId(Uuid::new_v5(&id.0, &[j as u8])).to_string(),
+                    Resident {
+                        name,
+                        relation: if j == 0 {
+                            "户主".into()
+                        } else {
+                            "子".into()
+                        },
+                        sex: if (i + j) % 2 == 0 {
+                            "男".into()
+                        } else {
+                            "女".into()
+                        },
+                        birth_date: Some(format!(
+                            "{}-0{}-1{}",
+                            1950 + (i * 3 + j * 11) % 60,
+                            1 + j,
+                            i % 10
+                        )),
+                        id_number: None,
+                        phone: None,
+                        target_groups: if (i + j) % 5 == 0 {
+                            vec!["老年人".into()]
+                        } else {
+                            vec![]
+                        },
+                    },
+                );
+            }
+            h
+        })
+        .collect()
+}
+
+/// A generated 12 MP-class camera JPEG (2400×1800, a gradient with a band per seed),
+/// standing in for a photo of the visit.
+pub fn demo_photo(seed: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(2400, 1800, |x, y| {
+        let band = ((x / 150 + seed) % 7) as u8;
+        image::Rgb([(x / 10) as u8 ^ (seed * 37) as u8, (y / 8) as u8, band * 36])
+    });
+    let mut out = Cursor::new(Vec::new());
+    let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90);
+    img.write_with_encoder(encoder)
+        .map(|_| out.into_inner())
+        .unwrap_or_default()
+}
+
+fn phone_visit(store: &mut Store, household: HouseholdId, seed: u32) -> Result<()> {
+    let start = now_ms();
+    let visit = store
+        .record_visit(
+            household,
+            NewVisit {
+                outcome: VisitOutcome::Completed,
+                started_at_ms: start,
+                finished_at_ms: Some(start + 8 * 60_000),
+                target_groups_reached: vec!["老年人".into()],
+                remarks: "讲解了冒充客服、刷单返利等常见诈骗".into(),
+                location: Some(GeoPoint {
+                    lat: 30.27 + seed as f64 * 1e-4,
+                    lon: 120.15,
+                    accuracy_m: Some(12.0),
+                }),
+            },
+        )
+        .map_err(core_err)?;
+    store
+        .attach_photo(household, visit, &demo_photo(seed))
+        .map_err(core_err)?;
+    Ok(())
+}
+
+fn core_err(e: doorstep_core::error::Error) -> Error {
+    Error::Internal(e.to_string())
+}
+
+fn run_phones(url: String, phones: PathBuf) -> Result<()> {
+    let _ = std::fs::remove_dir_all(&phones);
+    std::fs::create_dir_all(&phones)?;
+    let mut stores = Vec::new();
+    for n in 1..=2 {
+        let mut store = Store::open(phones.join(format!("phone-{n}.db"))).map_err(core_err)?;
+        Client::new(&url)
+            .sign_in(&mut store, &format!("demo-worker-{n}"), DEMO_PASSWORD)
+            .map_err(core_err)?;
+        sync_now(&mut store, None, |_| {}).map_err(core_err)?;
+        stores.push(store);
+    }
+    // Offline from here on: each phone visits its households, and both visit the first.
+    let list = stores[0]
+        .households(&HouseholdQuery::default())
+        .map_err(core_err)?;
+    let shared = list
+        .first()
+        .ok_or_else(|| Error::Internal("the demo grid is empty".into()))?
+        .id;
+    for (n, store) in stores.iter_mut().enumerate() {
+        phone_visit(store, shared, n as u32)?;
+        store
+            .set_household_field(shared, ProfileField::Phone, &format!("1390000000{n}"))
+            .map_err(core_err)?;
+        for (k, h) in list.iter().skip(1 + n * 3).take(3).enumerate() {
+            phone_visit(store, h.id, 10 + (n * 3 + k) as u32)?;
+        }
+    }
+    for round in 0..2 {
+        for (n, store) in stores.iter_mut().enumerate() {
+            let p = sync_now(store, None, |_| {}).map_err(core_err)?;
+            println!(
+                "phone {} sync {}: {} changes sent, {} document updates received, {} of {} photos uploaded",
+                n + 1,
+                round + 1,
+                p.changes_sent,
+                p.docs_received,
+                p.blobs_uploaded,
+                p.blobs_total
+            );
+        }
+    }
+    let conflicts = stores[0].conflicts().map_err(core_err)?;
+    for c in &conflicts {
+        let values: Vec<&str> = c.conflict.values.iter().map(|v| v.value.as_str()).collect();
+        println!(
+            "conflict in household {} at {}: {}",
+            c.household,
+            c.conflict.path.join("."),
+            values.join(" / ")
+        );
+    }
+    Ok(())
+}
+
+/// Runs the demo in `dir` on `listen`, and serves until the process is stopped.
+///
+/// Errors: the data folder cannot be opened, the address cannot be bound, or a demo
+/// phone fails to sync.
+pub async fn run(dir: PathBuf, listen: SocketAddr) -> Result<()> {
+    let db = Arc::new(ServerDb::open(&dir)?);
+    db.import_households(&demo_households(40))?;
+    for n in 1..=2 {
+        match db.add_user(
+            &format!("demo-worker-{n}"),
+            DEMO_PASSWORD,
+            &Scope::Grids(vec![DEMO_GRID.into()]),
+        ) {
+            Ok(()) | Err(Error::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(crate::http::serve(listener, db.clone()));
+    let url = format!("http://{addr}");
+    let phones = phones_dir(&dir);
+    tokio::task::spawn_blocking(move || run_phones(url, phones))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+    let t = db.totals()?;
+    println!(
+        "arrived: {} households, {} residents, {} visits, {} photos ({} received), {} conflicts",
+        t.households, t.residents, t.visits, t.photos, t.photos_received, t.conflicts
+    );
+    println!(
+        "doorstep-server demo serving on http://{addr} (data in {}); Ctrl-C stops it",
+        dir.display()
+    );
+    server.await.map_err(|e| Error::Internal(e.to_string()))??;
+    Ok(())
+}
+
+fn phones_dir(dir: &Path) -> PathBuf {
+    dir.join("demo-phones")
+}

@@ -1,0 +1,73 @@
+//! The server's error type and how each error answers over HTTP: bad input answers with
+//! the API's JSON error body; internal errors answer a generic 500 and are logged with
+//! their detail, never with personal data (axum's `examples/error-handling`).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use doorstep_core::protocol::ErrorBody;
+
+/// Result with the server's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the server can fail at.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No token, an unknown token, a revoked device or a disabled account.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// The request was malformed or not acceptable.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A blob's bytes do not hash to the address it was sent to.
+    #[error("the blob's SHA-256 is {actual}, not the address it was sent to")]
+    HashMismatch {
+        /// Hash of the bytes received.
+        actual: String,
+    },
+    /// A conflicting state (a device of another account, a user that exists).
+    #[error("{0}")]
+    Conflict(String),
+    /// The database failed.
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// A file of the data folder could not be read or written.
+    #[error("data folder: {0}")]
+    Io(#[from] std::io::Error),
+    /// Anything else internal.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    fn parts(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::HashMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "hash_mismatch"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::Db(_) | Self::Io(_) | Self::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, code) = self.parts();
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %self, "internal error");
+            "internal error; the server log has the detail".to_string()
+        } else {
+            self.to_string()
+        };
+        (
+            status,
+            axum::Json(ErrorBody {
+                code: code.into(),
+                message,
+            }),
+        )
+            .into_response()
+    }
+}

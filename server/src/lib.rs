@@ -1,0 +1,10 @@
+//! Doorstep's central server as a library: storage and sync logic (`db`), the HTTP
+//! surface (`http`), accounts (`auth`), the village roster reader (`roster`) and the
+//! demo (`demo`). The `doorstep-server` binary is a thin command line over these.
+
+pub mod auth;
+pub mod db;
+pub mod demo;
+pub mod error;
+pub mod http;
+pub mod roster;

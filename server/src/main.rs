@@ -1,0 +1,217 @@
+//! `doorstep-server`: the command line over the server library.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use doorstep_server::db::{Scope, ServerDb};
+use doorstep_server::{demo, http, roster};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "doorstep-server",
+    version,
+    about = "Doorstep's central server: sync, blobs, rosters, accounts"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+struct DataArg {
+    /// The data folder: database and blobs.
+    #[arg(long, default_value = "./doorstep-data")]
+    data: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the sync API.
+    Serve {
+        #[command(flatten)]
+        data: DataArg,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Import a village roster (.xlsx, or .csv in UTF-8 or GBK) as household documents.
+    ImportRoster {
+        #[command(flatten)]
+        data: DataArg,
+        /// Print one JSON object instead of a report.
+        #[arg(long)]
+        json: bool,
+        /// The roster file.
+        file: PathBuf,
+    },
+    /// Manage accounts.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Start a fresh server with a generated demo village and two simulated phones.
+    Demo {
+        #[command(flatten)]
+        data: DataArg,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Add an account with a password and a scope.
+    Add {
+        #[command(flatten)]
+        data: DataArg,
+        /// Account name.
+        #[arg(long)]
+        username: String,
+        /// Password (at least 8 characters). Prefer --password-stdin: a flag shows in `ps`.
+        #[arg(long, conflicts_with = "password_stdin")]
+        password: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// A grid in the scope (repeat for several).
+        #[arg(long = "grid", conflicts_with_all = ["village", "town"])]
+        grids: Vec<String>,
+        /// A village in the scope (repeat for several).
+        #[arg(long, conflicts_with = "town")]
+        village: Vec<String>,
+        /// The whole town.
+        #[arg(long)]
+        town: bool,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn run(cli: Cli) -> Result<ExitCode, String> {
+    match cli.command {
+        Command::Serve { data, listen } => {
+            let db = Arc::new(ServerDb::open(&data.data).map_err(|e| e.to_string())?);
+            runtime()?.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+                let addr = listener.local_addr().map_err(|e| e.to_string())?;
+                println!(
+                    "doorstep-server listening on http://{addr} (data in {})",
+                    data.data.display()
+                );
+                http::serve(listener, db).await.map_err(|e| e.to_string())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ImportRoster { data, json, file } => {
+            let roster =
+                roster::read_roster(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let db = ServerDb::open(&data.data).map_err(|e| e.to_string())?;
+            let outcome = db
+                .import_households(&roster.households)
+                .map_err(|e| e.to_string())?;
+            if json {
+                let out = serde_json::json!({
+                    "households": roster.households.len(),
+                    "residents_imported": roster.residents_imported,
+                    "row_errors": roster.row_errors,
+                    "households_created": outcome.created,
+                    "households_already_present": outcome.existing,
+                });
+                println!("{out}");
+            } else {
+                println!(
+                    "{}: {} households ({} new, {} already present), {} residents imported, {} rows not imported",
+                    file.display(),
+                    roster.households.len(),
+                    outcome.created,
+                    outcome.existing,
+                    roster.residents_imported,
+                    roster.row_errors.len()
+                );
+                for e in &roster.row_errors {
+                    println!("  line {}: {} — {}", e.line, e.name, e.reason);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User {
+            command:
+                UserCommand::Add {
+                    data,
+                    username,
+                    password,
+                    password_stdin,
+                    grids,
+                    village,
+                    town,
+                },
+        } => {
+            let password = match (password, password_stdin) {
+                (Some(p), _) => p,
+                (None, true) => {
+                    let mut s = String::new();
+                    std::io::stdin()
+                        .read_to_string(&mut s)
+                        .map_err(|e| e.to_string())?;
+                    s.lines().next().unwrap_or("").to_string()
+                }
+                (None, false) => return Err("give --password or --password-stdin".into()),
+            };
+            let scope = if town {
+                Scope::Town
+            } else if !village.is_empty() {
+                Scope::Villages(village)
+            } else if !grids.is_empty() {
+                Scope::Grids(grids)
+            } else {
+                return Err(
+                    "give a scope: --grid NAME (repeatable), --village NAME or --town".into(),
+                );
+            };
+            let db = ServerDb::open(&data.data).map_err(|e| e.to_string())?;
+            db.add_user(&username, &password, &scope)
+                .map_err(|e| e.to_string())?;
+            println!("user {username} added");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { data, listen } => {
+            runtime()?
+                .block_on(demo::run(data.data, listen))
+                .map_err(|e| e.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
