@@ -59,6 +59,7 @@ impl IntoResponse for Error {
             tracing::error!(error = %self, "internal error");
             "internal error; the server log has the detail".to_string()
         } else {
+            tracing::debug!(status = status.as_u16(), error = %self, "request refused");
             self.to_string()
         };
         (

@@ -80,7 +80,7 @@ fn cbor(bytes: Vec<u8>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, protocol::CBOR)], bytes)
 }
 
-#[tracing::instrument(skip_all, err)]
+#[tracing::instrument(skip_all)]
 async fn sign_in(
     State(db): State<AppState>,
     Json(req): Json<SignInRequest>,
@@ -91,7 +91,7 @@ async fn sign_in(
     Ok(Json(SignInResponse { token }))
 }
 
-#[tracing::instrument(skip_all, err, fields(device = %device.device_id))]
+#[tracing::instrument(skip_all, fields(device = %device.device_id))]
 async fn sync(
     State(db): State<AppState>,
     AuthDevice(device): AuthDevice,
@@ -102,7 +102,7 @@ async fn sync(
     Ok(cbor(protocol::encode(&resp)))
 }
 
-#[tracing::instrument(skip_all, err)]
+#[tracing::instrument(skip_all)]
 async fn missing_blobs(
     State(db): State<AppState>,
     AuthDevice(_device): AuthDevice,
@@ -113,7 +113,7 @@ async fn missing_blobs(
     Ok(cbor(protocol::encode(&resp)))
 }
 
-#[tracing::instrument(skip_all, err)]
+#[tracing::instrument(skip_all)]
 async fn put_blob(
     State(db): State<AppState>,
     AuthDevice(_device): AuthDevice,

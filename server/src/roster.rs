@@ -6,7 +6,9 @@
 //! names the columns (序号, 村民小组, 网格, 门牌号, 户主姓名, 姓名, 与户主关系, 性别,
 //! 公民身份号码, 出生日期, 联系电话, 重点人群, 备注). Above the header sit a title row
 //! ("东坡村户籍人员花名册") and other merged cells; below the residents a totals row
-//! (合计). Columns are found by name, not by position.
+//! (合计). Columns are found by name, not by position. Blank rows, totals rows
+//! (合计, 总计, 小计), repeated header rows and rows with neither name, ID number, door
+//! number nor head of household (notes, signature lines) are skipped silently.
 //!
 //! What is only messy is normalised without an error: phone numbers with spaces,
 //! dashes or full-width digits; names with stray spaces (U+3000 included); a
@@ -720,10 +722,10 @@ impl Importer {
             return Err("name is empty".into());
         }
         let id_number = normalise_id(cols.cell(cells, Col::IdNumber))?;
-        if let Some(id) = &id_number {
-            if !self.seen_ids.insert(id.clone()) {
-                return Err("the same ID number appears twice".into());
-            }
+        if let Some(id) = &id_number
+            && !self.seen_ids.insert(id.clone())
+        {
+            return Err("the same ID number appears twice".into());
         }
         let birth_date = parse_date(cols.cell(cells, Col::BirthDate))
             .map_err(|()| "birth date is not a date (expected e.g. 1992-10-02)".to_string())?;
@@ -1451,7 +1453,7 @@ mod tests {
         assert_eq!(
             roster.row_errors,
             [RowError {
-                line: 8,
+                line: 7,
                 name: "邹燕琳".into(),
                 reason: "phone number has 10 digits, not 11".into()
             }]

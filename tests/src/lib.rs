@@ -1,0 +1,133 @@
+//! Shared pieces of Doorstep's end-to-end tests: finding the fixtures, starting the real
+//! server binary on a free loopback port, and checking stored photos.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// The shared fixtures folder: `$DOORSTEP_FIXTURES`, else `../shared/fixtures` beside the
+/// workspace root.
+///
+/// Panics (failing the test) with the missing path named when the folder is absent:
+/// under CI a missing fixture is a failure, never a skip.
+pub fn fixtures() -> PathBuf {
+    let dir = std::env::var_os("DOORSTEP_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared/fixtures"));
+    assert!(
+        dir.join("README.md").exists(),
+        "fixtures not found at {} (set DOORSTEP_FIXTURES, or put the shared folder beside the project); CI={}",
+        dir.display(),
+        std::env::var("CI").unwrap_or_default()
+    );
+    dir
+}
+
+/// One fixture file, failing the test when it is missing.
+pub fn fixture(rel: &str) -> PathBuf {
+    let p = fixtures().join(rel);
+    assert!(p.exists(), "fixture {} is missing", p.display());
+    p
+}
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `doorstep-server` binary built next to this test binary.
+///
+/// Panics when it was not built: `cargo test --workspace` builds it.
+pub fn server_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile folder");
+    let bin = dir.join(format!("doorstep-server{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is not built: run the tests with `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `doorstep-server serve` on a free loopback port; killed when dropped.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Child,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Its data folder.
+    pub data: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts the real server binary on `127.0.0.1:0` over the data folder `data` and waits
+    /// until it says where it listens.
+    pub fn start(data: &Path) -> Self {
+        let mut child = Command::new(server_binary())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start doorstep-server");
+        let stdout = child.stdout.take().expect("server stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the server's first line");
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("server did not say where it listens: {line:?}"));
+        Self {
+            child,
+            addr,
+            data: data.to_path_buf(),
+        }
+    }
+
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// JPEG marker segments of a file, as (marker byte, segment length) up to the scan.
+pub fn jpeg_segments(jpeg: &[u8]) -> Vec<(u8, usize)> {
+    let mut out = Vec::new();
+    let mut i = 2;
+    while i + 4 <= jpeg.len() && jpeg[i] == 0xFF {
+        let marker = jpeg[i + 1];
+        let len = u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]) as usize;
+        out.push((marker, len));
+        if marker == 0xDA {
+            break;
+        }
+        i += 2 + len;
+    }
+    out
+}
+
+/// True when the JPEG carries no metadata block: no APP1..APP15 (EXIF, XMP, ICC, ...)
+/// and no COM; a JFIF APP0 is allowed.
+pub fn jpeg_has_no_metadata(jpeg: &[u8]) -> bool {
+    jpeg.starts_with(&[0xFF, 0xD8])
+        && jpeg_segments(jpeg)
+            .iter()
+            .all(|(m, _)| !((0xE1..=0xEF).contains(m) || *m == 0xFE))
+}

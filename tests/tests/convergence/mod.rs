@@ -1,0 +1,244 @@
+//! Property test of convergence (DESIGN.md section 9): several phones, random edits,
+//! random sync order, with requests dropped, answers dropped, requests delivered twice
+//! and answers delivered late (after newer ones). Driven sans-IO against the real
+//! server logic and real SQLite stores: in the end every replica holds identical
+//! documents and every recorded visit is present exactly once.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use doorstep_core::model::{Household, HouseholdId, ProfileField, VisitOutcome};
+use doorstep_core::protocol::{Effect, Incoming, Outgoing, Step, SyncSession};
+use doorstep_core::store::{NewVisit, Store};
+use doorstep_server::db::{Device, Scope, ServerDb};
+use proptest::prelude::*;
+
+const GRID: &str = "测试村第1网格";
+const PHONES: usize = 3;
+const HOUSEHOLDS: usize = 3;
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    None,
+    DropRequest,
+    DropAnswer,
+    Duplicate,
+    Late,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Visit {
+        phone: usize,
+        household: usize,
+    },
+    SetPhone {
+        phone: usize,
+        household: usize,
+        value: u32,
+    },
+    Sync {
+        phone: usize,
+        fault: Fault,
+    },
+    DeliverLate {
+        phone: usize,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let fault = prop_oneof![
+        3 => Just(Fault::None),
+        1 => Just(Fault::DropRequest),
+        1 => Just(Fault::DropAnswer),
+        1 => Just(Fault::Duplicate),
+        1 => Just(Fault::Late),
+    ];
+    prop_oneof![
+        3 => (0..PHONES, 0..HOUSEHOLDS).prop_map(|(phone, household)| Op::Visit { phone, household }),
+        1 => (0..PHONES, 0..HOUSEHOLDS, 0..1000u32)
+            .prop_map(|(phone, household, value)| Op::SetPhone { phone, household, value }),
+        3 => (0..PHONES, fault).prop_map(|(phone, fault)| Op::Sync { phone, fault }),
+        1 => (0..PHONES).prop_map(|phone| Op::DeliverLate { phone }),
+    ]
+}
+
+struct Phone {
+    store: Store,
+    device: Device,
+    late: Vec<Vec<Effect>>,
+}
+
+/// One sync, with `fault` applied to its first exchange; later exchanges are clean.
+fn sync(db: &ServerDb, p: &mut Phone, fault: Fault) {
+    let store = &mut p.store;
+    let mut session = SyncSession::new(
+        store.cursor().unwrap(),
+        store.outbox().unwrap(),
+        store.pending_blobs().unwrap(),
+    )
+    .with_push_bytes(600);
+    let mut first = true;
+    loop {
+        let out = match session.poll() {
+            Step::Done(_) => return,
+            Step::Send(out) => out,
+        };
+        let Outgoing::Sync(req) = out else {
+            panic!("no blobs in this test")
+        };
+        let fault = if first { fault } else { Fault::None };
+        first = false;
+        match fault {
+            Fault::DropRequest => return,
+            Fault::DropAnswer => {
+                db.sync(&p.device, &req).unwrap();
+                return;
+            }
+            Fault::Duplicate => {
+                db.sync(&p.device, &req).unwrap();
+            }
+            Fault::Late | Fault::None => {}
+        }
+        let resp = db.sync(&p.device, &req).unwrap();
+        let effects = session.receive(Incoming::Sync(resp)).unwrap();
+        if let Fault::Late = fault {
+            p.late.push(effects);
+            return;
+        }
+        store.apply_effects(&effects).unwrap();
+    }
+}
+
+fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let db = ServerDb::open(&dir.path().join("server")).unwrap();
+    let households: Vec<Household> = (0..HOUSEHOLDS)
+        .map(|i| {
+            let mut h = Household::new(HouseholdId::new(), "测试村", GRID, &format!("测试村{i}号"));
+            h.phone = "13800000000".into();
+            h
+        })
+        .collect();
+    db.import_households(&households).unwrap();
+    let ids: Vec<HouseholdId> = households
+        .iter()
+        .map(|h| HouseholdId::parse(&h.id).unwrap())
+        .collect();
+    let mut phones = Vec::new();
+    for i in 0..PHONES {
+        let name = format!("phone-{i}");
+        db.add_user(&name, "password-123", &Scope::Grids(vec![GRID.into()]))
+            .unwrap();
+        let store = Store::open(dir.path().join(format!("{name}.db"))).unwrap();
+        let token = db
+            .sign_in(&name, "password-123", store.device_id())
+            .unwrap();
+        let device = db.authenticate(&token).unwrap();
+        let mut p = Phone {
+            store,
+            device,
+            late: Vec::new(),
+        };
+        sync(&db, &mut p, Fault::None);
+        phones.push(p);
+    }
+    let mut recorded: BTreeMap<HouseholdId, BTreeSet<String>> = BTreeMap::new();
+    for op in ops {
+        match op {
+            Op::Visit { phone, household } => {
+                let v = phones[phone]
+                    .store
+                    .record_visit(
+                        ids[household],
+                        NewVisit {
+                            outcome: VisitOutcome::NobodyHome,
+                            started_at_ms: 1,
+                            finished_at_ms: Some(2),
+                            target_groups_reached: vec![],
+                            remarks: String::new(),
+                            location: None,
+                        },
+                    )
+                    .unwrap();
+                recorded
+                    .entry(ids[household])
+                    .or_default()
+                    .insert(v.to_string());
+            }
+            Op::SetPhone {
+                phone,
+                household,
+                value,
+            } => phones[phone]
+                .store
+                .set_household_field(
+                    ids[household],
+                    ProfileField::Phone,
+                    &format!("139{value:08}"),
+                )
+                .unwrap(),
+            Op::Sync { phone, fault } => sync(&db, &mut phones[phone], fault),
+            Op::DeliverLate { phone } => {
+                let p = &mut phones[phone];
+                if !p.late.is_empty() {
+                    let effects = p.late.remove(0);
+                    p.store.apply_effects(&effects).unwrap();
+                }
+            }
+        }
+    }
+    // The network heals: late answers arrive, then everyone syncs twice.
+    for p in &mut phones {
+        for effects in std::mem::take(&mut p.late) {
+            p.store.apply_effects(&effects).unwrap();
+        }
+    }
+    for _ in 0..2 {
+        for p in &mut phones {
+            sync(&db, p, Fault::None);
+        }
+    }
+    let server_heads = db.document_heads().unwrap();
+    for (i, p) in phones.iter().enumerate() {
+        prop_assert!(
+            p.store.outbox().unwrap().is_empty(),
+            "phone {} has an empty outbox",
+            i
+        );
+        prop_assert_eq!(
+            &p.store.document_heads().unwrap(),
+            &server_heads,
+            "phone {} equals the server",
+            i
+        );
+        for (h, visits) in &recorded {
+            let held: BTreeSet<String> =
+                p.store.household(*h).unwrap().visits.into_keys().collect();
+            prop_assert_eq!(&held, visits);
+        }
+    }
+    let mut on_server: BTreeMap<HouseholdId, Vec<String>> = BTreeMap::new();
+    for (h, v) in db.visit_ids().unwrap() {
+        on_server.entry(h).or_default().push(v);
+    }
+    for (h, visits) in &recorded {
+        let got = on_server.remove(h).unwrap_or_default();
+        prop_assert_eq!(got.len(), visits.len(), "each visit once");
+        prop_assert_eq!(&got.into_iter().collect::<BTreeSet<_>>(), visits);
+    }
+    prop_assert!(on_server.is_empty(), "no visit appeared from nowhere");
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(24),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn replicas_converge_under_dropped_duplicated_and_late_messages(ops in prop::collection::vec(op(), 1..40)) {
+        run(ops)?;
+    }
+}
