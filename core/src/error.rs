@@ -23,14 +23,14 @@ pub enum Error {
     },
     /// A household document could not be read or written.
     #[error(transparent)]
-    Model(#[from] ModelError),
+    Model(Box<ModelError>),
     /// A stored Automerge document could not be loaded.
     #[error("document {doc}: {source}")]
     Document {
         /// The document's ID.
         doc: String,
         /// What Automerge said.
-        source: automerge::AutomergeError,
+        source: Box<automerge::AutomergeError>,
     },
     /// A photo was refused by intake; nothing was attached.
     #[error(transparent)]
@@ -69,4 +69,20 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+}
+
+impl From<ModelError> for Error {
+    fn from(e: ModelError) -> Self {
+        Self::Model(Box::new(e))
+    }
+}
+
+impl Error {
+    /// A document that Automerge could not load or merge.
+    pub(crate) fn document(doc: impl ToString, source: automerge::AutomergeError) -> Self {
+        Self::Document {
+            doc: doc.to_string(),
+            source: Box::new(source),
+        }
+    }
 }

@@ -226,10 +226,7 @@ impl Store {
         let mut doc = load_doc(&tx, id.0, &self.device)?
             .unwrap_or_else(|| Automerge::new().with_actor(self.device.actor()));
         doc.load_incremental(doc_bytes)
-            .map_err(|source| Error::Document {
-                doc: id.to_string(),
-                source,
-            })?;
+            .map_err(|source| Error::document(id.to_string(), source))?;
         save_doc(&tx, id.0, &doc)?;
         tx.commit()?;
         Ok(())
@@ -350,10 +347,8 @@ impl Store {
         while let Some(r) = rows.next()? {
             let id = uuid_from(&r.get::<_, Vec<u8>>(0)?);
             let bytes: Vec<u8> = r.get(1)?;
-            let doc = Automerge::load(&bytes).map_err(|source| Error::Document {
-                doc: id.to_string(),
-                source,
-            })?;
+            let doc = Automerge::load(&bytes)
+                .map_err(|source| Error::document(id.to_string(), source))?;
             out.extend(
                 model::conflicts(&doc)
                     .into_iter()
@@ -499,11 +494,8 @@ impl Store {
         let mut out = HashMap::new();
         while let Some(r) = rows.next()? {
             let id = uuid_from(&r.get::<_, Vec<u8>>(0)?);
-            let doc =
-                Automerge::load(&r.get::<_, Vec<u8>>(1)?).map_err(|source| Error::Document {
-                    doc: id.to_string(),
-                    source,
-                })?;
+            let doc = Automerge::load(&r.get::<_, Vec<u8>>(1)?)
+                .map_err(|source| Error::document(id.to_string(), source))?;
             let mut heads = doc.get_heads();
             heads.sort();
             out.insert(id, heads);
@@ -556,10 +548,7 @@ fn load_doc(conn: &Connection, id: Uuid, device: &DeviceId) -> Result<Option<Aut
         .map(|b| {
             Automerge::load(&b)
                 .map(|d| d.with_actor(device.actor()))
-                .map_err(|source| Error::Document {
-                    doc: id.to_string(),
-                    source,
-                })
+                .map_err(|source| Error::document(id.to_string(), source))
         })
         .transpose()
 }
@@ -667,10 +656,7 @@ fn apply_update(tx: &Transaction<'_>, device: &DeviceId, update: &DocUpdate) -> 
                 .unwrap_or_else(|| Automerge::new().with_actor(device.actor()));
             let before = doc.get_heads();
             doc.load_incremental(&update.bytes)
-                .map_err(|source| Error::Document {
-                    doc: id.to_string(),
-                    source,
-                })?;
+                .map_err(|source| Error::document(id.to_string(), source))?;
             if doc.get_heads() != before {
                 save_doc(tx, id, &doc)?;
             }
@@ -803,6 +789,48 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(s.households(&done).unwrap()[0].visits, 1);
+    }
+
+    /// A full disk (SQLite's page limit standing in for it) fails the write with a
+    /// storage error and loses nothing that was confirmed before.
+    #[test]
+    fn a_full_disk_fails_the_write_and_keeps_what_was_confirmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let (id, bytes) = sample_doc();
+        let mut s = Store::open(&path).unwrap();
+        s.insert_household_doc(&bytes, id).unwrap();
+        let pages: i64 = s
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        s.conn
+            .pragma_update(None, "max_page_count", pages + 8)
+            .unwrap();
+        let mut confirmed = Vec::new();
+        let err = loop {
+            let visit = NewVisit {
+                outcome: VisitOutcome::Completed,
+                started_at_ms: 1,
+                finished_at_ms: Some(2),
+                target_groups_reached: vec![],
+                remarks: "x".repeat(2000),
+                location: None,
+            };
+            match s.record_visit(id, visit) {
+                Ok(v) => confirmed.push(v.to_string()),
+                Err(e) => break e,
+            }
+            assert!(confirmed.len() < 10_000, "the page limit never hit");
+        };
+        assert!(matches!(err, Error::Storage(_)), "{err}");
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        let held: Vec<String> = s.household(id).unwrap().visits.into_keys().collect();
+        let mut want = confirmed.clone();
+        want.sort();
+        assert_eq!(held, want);
+        assert_eq!(s.outbox().unwrap().len(), confirmed.len());
     }
 
     #[test]

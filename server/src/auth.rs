@@ -43,3 +43,27 @@ pub fn new_token() -> String {
 pub fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_verify_and_the_dummy_hash_is_a_real_argon2id_hash() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(verify_password("correct horse", &h).unwrap());
+        assert!(!verify_password("wrong horse", &h).unwrap());
+        // It must parse, or an unknown account would answer faster than a known one.
+        assert!(!verify_password("anything", DUMMY_HASH).unwrap());
+    }
+
+    #[test]
+    fn tokens_are_random_and_stored_hashed() {
+        let (a, b) = (new_token(), new_token());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 64);
+        assert_eq!(token_hash(&a).len(), 32);
+        assert_ne!(token_hash(&a), a.as_bytes());
+    }
+}

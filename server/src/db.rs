@@ -601,8 +601,20 @@ fn push_doc(
     if fresh.is_empty() {
         return Ok(());
     }
-    doc.apply_changes(fresh.clone())
-        .map_err(|e| Error::BadRequest(format!("the changes could not be applied: {e}")))?;
+    if doc.apply_changes(fresh.clone()).is_err() {
+        // One of them is malformed inside: start again from the stored document and
+        // apply change by change, refusing only those that fail.
+        doc = Automerge::load(&bytes).map_err(|e| Error::Internal(e.to_string()))?;
+        for change in std::mem::take(&mut fresh) {
+            let mut trial = doc.fork();
+            if trial.apply_changes([change.clone()]).is_ok() {
+                doc = trial;
+                fresh.push(change);
+            } else {
+                refuse(resp, change.hash().0.to_vec(), "the change could not be applied");
+            }
+        }
+    }
     // Changes whose dependencies the server lacks stay queued inside Automerge and are
     // not stored: neither acknowledged nor refused, the phone sends them again.
     let applied: Vec<Change> = fresh
@@ -769,4 +781,172 @@ fn project_household(tx: &Transaction<'_>, id: Uuid, doc: &mut Automerge, now: i
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use automerge::transaction::Transactable;
+    use doorstep_core::protocol::DocChanges;
+
+    const GRID: &str = "测试村第1网格";
+
+    fn setup() -> (tempfile::TempDir, ServerDb, Device, HouseholdId) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = ServerDb::open(dir.path()).unwrap();
+        let id = HouseholdId::new();
+        db.import_households(&[Household::new(id, "测试村", GRID, "1号")])
+            .unwrap();
+        db.add_user("w", "password-1", &Scope::Grids(vec![GRID.into()]))
+            .unwrap();
+        let device_id = DeviceId::new();
+        let token = db.sign_in("w", "password-1", device_id).unwrap();
+        let device = db.authenticate(&token).unwrap();
+        (dir, db, device, id)
+    }
+
+    fn change_by(db: &ServerDb, id: HouseholdId, actor: ActorId) -> Vec<u8> {
+        let mut doc = db.household_doc(id).unwrap().unwrap().with_actor(actor);
+        let mut tx = doc.transaction();
+        tx.put(automerge::ROOT, "phone", "13900000000").unwrap();
+        tx.commit();
+        doc.get_last_local_change().unwrap().raw_bytes().to_vec()
+    }
+
+    fn push(id: HouseholdId, changes: Vec<Vec<u8>>) -> SyncRequest {
+        SyncRequest {
+            v: PROTOCOL_VERSION,
+            cursor: u64::MAX >> 1,
+            push: vec![DocChanges {
+                doc: id.0,
+                changes: changes.into_iter().map(ByteBuf::from).collect(),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_change_is_stored_once_however_often_it_is_pushed() {
+        let (_d, db, device, id) = setup();
+        let c = change_by(&db, id, device.device_id.actor());
+        let before = db.totals().unwrap().changes;
+        for _ in 0..3 {
+            let r = db.sync(&device, &push(id, vec![c.clone()])).unwrap();
+            assert_eq!(r.acked.len(), 1);
+            assert!(r.rejected.is_empty());
+        }
+        assert_eq!(db.totals().unwrap().changes, before + 1);
+    }
+
+    #[test]
+    fn hostile_pushes_are_refused_change_by_change_and_the_rest_is_kept() {
+        let (_d, db, device, id) = setup();
+        let good = change_by(&db, id, device.device_id.actor());
+        let forged = change_by(&db, id, DeviceId::new().actor());
+        let garbage = b"\x85\x6f\x4a\x83 not a change".to_vec();
+        let r = db
+            .sync(&device, &push(id, vec![forged, garbage, good]))
+            .unwrap();
+        assert_eq!(r.acked.len(), 1, "the good change is kept");
+        let reasons: Vec<&str> = r.rejected.iter().map(|x| x.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "the change was made by another device",
+                "not a valid Automerge change"
+            ]
+        );
+        let unknown = db
+            .sync(
+                &device,
+                &push(
+                    HouseholdId::new(),
+                    vec![change_by(&db, id, device.device_id.actor())],
+                ),
+            )
+            .unwrap();
+        assert_eq!(
+            unknown.rejected[0].reason,
+            "the household is not known to the server"
+        );
+        let old = SyncRequest {
+            v: 99,
+            cursor: 0,
+            push: vec![],
+        };
+        assert!(matches!(db.sync(&device, &old), Err(Error::BadRequest(_))));
+    }
+
+    #[test]
+    fn an_unchanged_pull_is_empty_and_a_new_phone_gets_snapshots() {
+        let (_d, db, device, _id) = setup();
+        let first = db
+            .sync(
+                &device,
+                &SyncRequest {
+                    v: PROTOCOL_VERSION,
+                    cursor: 0,
+                    push: vec![],
+                },
+            )
+            .unwrap();
+        assert_eq!(first.docs.len(), 1);
+        assert_eq!(first.docs[0].kind, UpdateKind::Snapshot);
+        let again = db
+            .sync(
+                &device,
+                &SyncRequest {
+                    v: PROTOCOL_VERSION,
+                    cursor: first.cursor,
+                    push: vec![],
+                },
+            )
+            .unwrap();
+        assert!(again.docs.is_empty() && !again.more);
+        assert_eq!(again.cursor, first.cursor);
+    }
+
+    #[test]
+    fn blobs_are_verified_and_addresses_checked() {
+        let (_d, db, _device, _id) = setup();
+        let bytes = b"a photo".to_vec();
+        let sha = hex::encode(Sha256::digest(&bytes));
+        let q = BlobQuery {
+            sha256: vec![sha.clone()],
+        };
+        assert_eq!(db.missing_blobs(&q).unwrap().missing, vec![sha.clone()]);
+        assert!(matches!(
+            db.put_blob(&sha, b"something else"),
+            Err(Error::HashMismatch { .. })
+        ));
+        assert!(matches!(
+            db.put_blob("../../etc/passwd", &bytes),
+            Err(Error::BadRequest(_))
+        ));
+        db.put_blob(&sha, &bytes).unwrap();
+        db.put_blob(&sha, &bytes).unwrap();
+        assert!(db.missing_blobs(&q).unwrap().missing.is_empty());
+        assert_eq!(db.blob(&sha).unwrap().unwrap(), bytes);
+    }
+
+    #[test]
+    fn sign_in_refuses_wrong_passwords_and_foreign_devices() {
+        let (_d, db, device, _id) = setup();
+        assert!(matches!(
+            db.sign_in("w", "wrong-password", DeviceId::new()),
+            Err(Error::Unauthorized(_))
+        ));
+        assert!(matches!(
+            db.sign_in("nobody", "password-1", DeviceId::new()),
+            Err(Error::Unauthorized(_))
+        ));
+        db.add_user("v", "password-2", &Scope::Town).unwrap();
+        assert!(matches!(
+            db.sign_in("v", "password-2", device.device_id),
+            Err(Error::Conflict(_))
+        ));
+        assert!(matches!(
+            db.authenticate("not a token"),
+            Err(Error::Unauthorized(_))
+        ));
+    }
 }
