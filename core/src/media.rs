@@ -145,8 +145,8 @@ pub enum MediaError {
     /// The decoder rejected the data; the text says what it found wrong.
     #[error("the photo file is damaged: {0}")]
     Corrupt(String),
-    /// Re-encoding failed; only possible with limits beyond what JPEG can hold
-    /// (an edge over 65 535 px).
+    /// Scaling or re-encoding failed; only possible with limits beyond what JPEG can
+    /// hold (an edge over 65 535 px).
     #[error("could not encode the stored photo: {0}")]
     Encode(String),
 }
@@ -187,23 +187,16 @@ pub fn intake_photo(input: &[u8], limits: &PhotoLimits) -> Result<IntakePhoto, M
     }
     let decoded = decode(input, format, limits)?;
 
-    let (width, height) = fit_long_edge(
-        decoded.pixels.width(),
-        decoded.pixels.height(),
-        limits.long_edge_px,
-    );
-    let scaled = scale(decoded.pixels, width, height)?;
+    let scaled = scaled_to_fit(&decoded.pixels, limits.long_edge_px)?.unwrap_or(decoded.pixels);
     let mut upright = DynamicImage::ImageRgb8(scaled);
     upright.apply_orientation(decoded.orientation);
     let photo = upright.into_rgb8();
-
-    let (thumb_width, thumb_height) =
-        fit_long_edge(photo.width(), photo.height(), limits.thumb_long_edge_px);
-    let thumb = scale(photo.clone(), thumb_width, thumb_height)?;
+    let thumb = scaled_to_fit(&photo, limits.thumb_long_edge_px)?;
+    let thumb = thumb.as_ref().unwrap_or(&photo);
 
     let quality = limits.jpeg_quality.clamp(1, 100);
     let jpeg = encode_jpeg(&photo, quality)?;
-    let thumbnail = encode_jpeg(&thumb, quality)?;
+    let thumbnail = encode_jpeg(thumb, quality)?;
     Ok(IntakePhoto {
         sha256: sha256_hex(&jpeg),
         jpeg,
@@ -211,8 +204,8 @@ pub fn intake_photo(input: &[u8], limits: &PhotoLimits) -> Result<IntakePhoto, M
         height: photo.height(),
         thumb_sha256: sha256_hex(&thumbnail),
         thumbnail,
-        thumb_width,
-        thumb_height,
+        thumb_width: thumb.width(),
+        thumb_height: thumb.height(),
     })
 }
 
@@ -260,16 +253,18 @@ fn is_heif(input: &[u8]) -> bool {
 ///
 /// Walks the marker segments by their lengths up to the first start-of-scan, so an
 /// EXIF thumbnail's own end marker is skipped, then looks for `FF D9` in the rest.
-/// In entropy-coded data `FF` is always followed by `00` or a restart marker, so the
-/// first `FF D9` there ends the image. A file cut short lacks it.
+/// In entropy-coded data `FF` is always followed by `00` or a restart marker, so an
+/// `FF D9` there is a real end marker. A file cut short lacks it; zune-jpeg would
+/// decode such a file anyway and fill the missing rows with grey.
 fn jpeg_has_end_marker(input: &[u8]) -> bool {
     let mut i = 2; // after SOI
     loop {
-        if input.get(i) != Some(&0xFF) {
-            return false;
+        // Like libjpeg, skip stray bytes before a marker, then the 0xFF fill bytes.
+        while input.get(i).is_some_and(|&b| b != 0xFF) {
+            i += 1;
         }
         while input.get(i) == Some(&0xFF) {
-            i += 1; // the marker prefix and any fill bytes
+            i += 1;
         }
         let Some(&marker) = input.get(i) else {
             return false;
@@ -278,7 +273,9 @@ fn jpeg_has_end_marker(input: &[u8]) -> bool {
         match marker {
             0xD9 => return true,
             0x01 | 0xD0..=0xD8 => {}
-            0xDA => return input[i..].windows(2).any(|w| w == [0xFF, 0xD9]),
+            // Searched from the end: the marker is normally in the last bytes, or just
+            // before data that phones append (such as MPF depth or HDR images).
+            0xDA => return input[i..].windows(2).rev().any(|w| w == [0xFF, 0xD9]),
             _ => {
                 let Some(len) = input.get(i..i + 2) else {
                     return false;
@@ -318,14 +315,15 @@ fn decode(input: &[u8], format: ImageFormat, limits: &PhotoLimits) -> Result<Dec
     if pixel_count == 0 {
         return Err(MediaError::Corrupt("the image has no pixels".into()));
     }
-    // The decoded buffer, plus an RGB copy when the file holds another pixel layout.
-    let decoded_bytes = decoder.total_bytes();
-    let rgb_copy = if decoder.color_type() == image::ColorType::Rgb8 {
-        0
-    } else {
-        pixel_count * 3
+    // The decoded buffer, plus the 8-bit RGB copy when the file holds another pixel
+    // layout (and an 8-bit RGBA step before it when there is transparency to flatten).
+    let color = decoder.color_type();
+    let conversion = match color {
+        image::ColorType::Rgb8 => 0,
+        _ if color.has_alpha() => pixel_count * 7,
+        _ => pixel_count * 3,
     };
-    if decoded_bytes.saturating_add(rgb_copy) > limits.max_alloc_bytes {
+    if decoder.total_bytes().saturating_add(conversion) > limits.max_alloc_bytes {
         return Err(MediaError::TooMuchMemory {
             max_alloc_bytes: limits.max_alloc_bytes,
         });
@@ -409,29 +407,34 @@ fn fit_long_edge(width: u32, height: u32, long_edge: u32) -> (u32, u32) {
     }
 }
 
-/// Scales `src` to `width` × `height` with a convolution filter (fast_image_resize).
-fn scale(src: RgbImage, width: u32, height: u32) -> Result<RgbImage, MediaError> {
+/// `src` scaled so its long edge is `long_edge` px, or `None` when it already fits
+/// (never upscaled). Convolution with [`RESIZE_FILTER`] (fast_image_resize, SIMD).
+fn scaled_to_fit(src: &RgbImage, long_edge: u32) -> Result<Option<RgbImage>, MediaError> {
+    let (width, height) = fit_long_edge(src.width(), src.height(), long_edge);
     if src.dimensions() == (width, height) {
-        return Ok(src);
+        return Ok(None);
     }
+    let resize_failed = |e: &dyn fmt::Display| MediaError::Encode(format!("scaling failed: {e}"));
     let src_view = fir::images::ImageRef::new(
         src.width(),
         src.height(),
         src.as_raw(),
         fir::PixelType::U8x3,
     )
-    .map_err(|e| MediaError::Encode(format!("resize input: {e}")))?;
+    .map_err(|e| resize_failed(&e))?;
     let mut dst = fir::images::Image::new(width, height, fir::PixelType::U8x3);
     let options = fir::ResizeOptions::new().resize_alg(fir::ResizeAlg::Convolution(RESIZE_FILTER));
     fir::Resizer::new()
         .resize(&src_view, &mut dst, &options)
-        .map_err(|e| MediaError::Encode(format!("resize: {e}")))?;
+        .map_err(|e| resize_failed(&e))?;
     RgbImage::from_raw(width, height, dst.into_vec())
-        .ok_or_else(|| MediaError::Encode("resize output has the wrong length".into()))
+        .map(Some)
+        .ok_or_else(|| resize_failed(&"output buffer has the wrong length"))
 }
 
-/// Chosen by measurement, see `docs/adr/0003-photo-pipeline.md`.
-const RESIZE_FILTER: fir::FilterType = fir::FilterType::Bilinear;
+/// Hamming: as fast as bilinear, closer to Lanczos3 (measured in
+/// `docs/adr/0003-photo-pipeline.md`).
+const RESIZE_FILTER: fir::FilterType = fir::FilterType::Hamming;
 
 /// Baseline JPEG with 4:2:0 chroma and only the JFIF APP0 header (jpeg-encoder).
 fn encode_jpeg(image: &RgbImage, quality: u8) -> Result<Vec<u8>, MediaError> {
@@ -455,208 +458,6 @@ fn from_image_error(error: ImageError, limits: &PhotoLimits) -> MediaError {
         },
         ImageError::Unsupported(e) => MediaError::Corrupt(e.to_string()),
         other => MediaError::Corrupt(other.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod experiment {
-    //! TEMPORARY: option matrix for the ADR; removed after measuring.
-    use super::*;
-    use std::time::Instant;
-
-    fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
-        let mut t: Vec<f64> = (0..runs)
-            .map(|_| {
-                let s = Instant::now();
-                f();
-                s.elapsed().as_secs_f64() * 1000.0
-            })
-            .collect();
-        t.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        t[runs / 2]
-    }
-
-    fn psnr(a: &[u8], b: &[u8]) -> f64 {
-        assert_eq!(a.len(), b.len());
-        let mse: f64 = a
-            .iter()
-            .zip(b)
-            .map(|(&x, &y)| {
-                let d = f64::from(x) - f64::from(y);
-                d * d
-            })
-            .sum::<f64>()
-            / a.len() as f64;
-        10.0 * (255.0 * 255.0 / mse).log10()
-    }
-
-    fn fir_resize(src: &RgbImage, w: u32, h: u32, alg: fir::ResizeAlg) -> RgbImage {
-        let v = fir::images::ImageRef::new(
-            src.width(),
-            src.height(),
-            src.as_raw(),
-            fir::PixelType::U8x3,
-        )
-        .unwrap();
-        let mut dst = fir::images::Image::new(w, h, fir::PixelType::U8x3);
-        fir::Resizer::new()
-            .resize(&v, &mut dst, &fir::ResizeOptions::new().resize_alg(alg))
-            .unwrap();
-        RgbImage::from_raw(w, h, dst.into_vec()).unwrap()
-    }
-
-    fn enc_jpeg_encoder(img: &RgbImage, avg: bool, opt: bool) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut e = jpeg_encoder::Encoder::new(&mut out, 80);
-        if avg {
-            e.set_chroma_subsampling_method(jpeg_encoder::ChromaSubsamplingMethod::Average);
-        }
-        e.set_optimized_huffman_tables(opt);
-        e.encode(
-            img.as_raw(),
-            img.width() as u16,
-            img.height() as u16,
-            jpeg_encoder::ColorType::Rgb,
-        )
-        .unwrap();
-        out
-    }
-
-    fn enc_image(img: &RgbImage) -> Vec<u8> {
-        let mut out = Vec::new();
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
-            .encode(
-                img.as_raw(),
-                img.width(),
-                img.height(),
-                image::ExtendedColorType::Rgb8,
-            )
-            .unwrap();
-        out
-    }
-
-    #[test]
-    #[ignore]
-    fn options_matrix() {
-        let dir = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures/photos/phone"
-        );
-        let mut files: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
-        const N: usize = 7;
-        for path in files {
-            let bytes = std::fs::read(&path).unwrap();
-            let name = path.file_name().unwrap().to_string_lossy().to_string();
-            let decode_ms = median_ms(N, || {
-                std::hint::black_box(
-                    image::load_from_memory_with_format(&bytes, ImageFormat::Jpeg).unwrap(),
-                );
-            });
-            let full = image::load_from_memory_with_format(&bytes, ImageFormat::Jpeg)
-                .unwrap()
-                .into_rgb8();
-            let (w, h) = fit_long_edge(full.width(), full.height(), 1600);
-            println!(
-                "\n### {name} {}x{} -> {w}x{h}: decode(image/zune) {decode_ms:.1} ms",
-                full.width(),
-                full.height()
-            );
-            if (w, h) == full.dimensions() {
-                continue;
-            }
-            let reference =
-                image::imageops::resize(&full, w, h, image::imageops::FilterType::Lanczos3);
-            use image::imageops::FilterType as F;
-            for (label, filter) in [
-                ("image Triangle", F::Triangle),
-                ("image CatmullRom", F::CatmullRom),
-                ("image Lanczos3", F::Lanczos3),
-            ] {
-                let ms = median_ms(3, || {
-                    std::hint::black_box(image::imageops::resize(&full, w, h, filter));
-                });
-                let out = image::imageops::resize(&full, w, h, filter);
-                println!(
-                    "resize {label}: {ms:.1} ms, PSNR vs Lanczos3 {:.1} dB",
-                    psnr(out.as_raw(), reference.as_raw())
-                );
-            }
-            let ms = median_ms(3, || {
-                std::hint::black_box(image::imageops::thumbnail(&full, w, h));
-            });
-            let out = image::imageops::thumbnail(&full, w, h);
-            println!(
-                "resize image thumbnail: {ms:.1} ms, PSNR {:.1} dB",
-                psnr(out.as_raw(), reference.as_raw())
-            );
-            use fir::FilterType as G;
-            for (label, alg) in [
-                ("fir Conv Box", fir::ResizeAlg::Convolution(G::Box)),
-                (
-                    "fir Conv Bilinear",
-                    fir::ResizeAlg::Convolution(G::Bilinear),
-                ),
-                ("fir Conv Hamming", fir::ResizeAlg::Convolution(G::Hamming)),
-                (
-                    "fir Conv CatmullRom",
-                    fir::ResizeAlg::Convolution(G::CatmullRom),
-                ),
-                (
-                    "fir Conv Lanczos3",
-                    fir::ResizeAlg::Convolution(G::Lanczos3),
-                ),
-            ] {
-                let ms = median_ms(N, || {
-                    std::hint::black_box(fir_resize(&full, w, h, alg));
-                });
-                let out = fir_resize(&full, w, h, alg);
-                println!(
-                    "resize {label}: {ms:.1} ms, PSNR {:.1} dB",
-                    psnr(out.as_raw(), reference.as_raw())
-                );
-            }
-            let small = fir_resize(&full, w, h, fir::ResizeAlg::Convolution(G::Bilinear));
-            std::fs::write(
-                format!("/tmp/exp_{name}_opt.jpg"),
-                enc_jpeg_encoder(&small, true, true),
-            )
-            .unwrap();
-            std::fs::write(
-                format!("/tmp/exp_{name}_noopt.jpg"),
-                enc_jpeg_encoder(&small, true, false),
-            )
-            .unwrap();
-            let encs: [(&str, &dyn Fn(&RgbImage) -> Vec<u8>); 4] = [
-                ("image JpegEncoder q80", &|i| enc_image(i)),
-                ("jpeg-encoder q80 nearest", &|i| {
-                    enc_jpeg_encoder(i, false, false)
-                }),
-                ("jpeg-encoder q80 average", &|i| {
-                    enc_jpeg_encoder(i, true, false)
-                }),
-                ("jpeg-encoder q80 average+opt", &|i| {
-                    enc_jpeg_encoder(i, true, true)
-                }),
-            ];
-            for (label, enc) in encs {
-                let ms = median_ms(N, || {
-                    std::hint::black_box(enc(&small));
-                });
-                let out = enc(&small);
-                let back = image::load_from_memory_with_format(&out, ImageFormat::Jpeg)
-                    .unwrap()
-                    .into_rgb8();
-                println!(
-                    "encode {label}: {ms:.1} ms, {} bytes, PSNR {:.1} dB",
-                    out.len(),
-                    psnr(back.as_raw(), small.as_raw())
-                );
-            }
-        }
     }
 }
 
