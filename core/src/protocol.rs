@@ -38,6 +38,20 @@ pub struct SyncRequest {
     pub cursor: u64,
     /// Changes the server has not acknowledged, grouped by document.
     pub push: Vec<DocChanges>,
+    /// For the second and later pages of one pull: the pull as it started, so that the
+    /// server does not send again what a snapshot earlier in the pull already held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<PullStart>,
+}
+
+/// Where a multi-page pull started, echoed by the phone on every page after the first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullStart {
+    /// The cursor the first page was asked for.
+    pub since: u64,
+    /// The server's newest sequence number when it answered the first page
+    /// ([`SyncResponse::head`]).
+    pub head: u64,
 }
 
 /// A pushed change the server refused. The phone keeps it, with the reason.
@@ -85,6 +99,10 @@ pub struct SyncResponse {
     pub cursor: u64,
     /// True when more pages follow after `cursor`.
     pub more: bool,
+    /// With `more`: the server's newest sequence number when this pull started, to echo
+    /// in [`PullStart::head`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<u64>,
 }
 
 /// `POST /v1/blobs/missing` body.
@@ -233,11 +251,13 @@ enum Phase {
 pub struct SyncSession {
     phase: Phase,
     cursor: u64,
+    start_cursor: u64,
     outbox: Vec<OutboxChange>,
     next_push: usize,
     in_flight: usize,
     push_bytes: usize,
     pull_more: bool,
+    pull: Option<PullStart>,
     pending_blobs: Vec<String>,
     to_upload: Vec<String>,
     awaiting: Option<&'static str>,
@@ -251,11 +271,13 @@ impl SyncSession {
         Self {
             phase: Phase::Exchange,
             cursor,
+            start_cursor: cursor,
             outbox,
             next_push: 0,
             in_flight: 0,
             push_bytes: DEFAULT_PUSH_BYTES,
             pull_more: true,
+            pull: None,
             pending_blobs,
             to_upload: Vec::new(),
             awaiting: None,
@@ -335,6 +357,7 @@ impl SyncSession {
             v: PROTOCOL_VERSION,
             cursor: self.cursor,
             push,
+            pull: self.pull,
         }
     }
 
@@ -369,6 +392,12 @@ impl SyncSession {
                 }
                 effects.push(Effect::Cursor(self.cursor));
                 self.pull_more = resp.more;
+                if let (true, None, Some(head)) = (resp.more, self.pull, resp.head) {
+                    self.pull = Some(PullStart {
+                        since: self.start_cursor,
+                        head,
+                    });
+                }
             }
             (Incoming::MissingBlobs(resp), Some("missing blobs")) => {
                 self.progress.round_trips += 1;

@@ -457,7 +457,9 @@ impl Store {
                     let current: u64 = get_meta(&tx, "cursor")?
                         .and_then(|s| s.parse().ok())
                         .unwrap_or(0);
-                    set_meta(&tx, "cursor", &current.max(*c).to_string())?;
+                    if *c > current {
+                        set_meta(&tx, "cursor", &c.to_string())?;
+                    }
                 }
                 Effect::BlobUploaded(sha) => {
                     tx.execute("UPDATE blobs SET uploaded = 1 WHERE sha256 = ?1", [sha])?;

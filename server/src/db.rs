@@ -120,6 +120,7 @@ pub struct ImportOutcome {
 #[derive(Debug)]
 pub struct ServerDb {
     conn: Mutex<Connection>,
+    page_bytes: usize,
     blob_dir: PathBuf,
     actor: ActorId,
 }
@@ -167,9 +168,16 @@ impl ServerDb {
         };
         Ok(Self {
             conn: Mutex::new(conn),
+            page_bytes: PAGE_BYTES,
             blob_dir: dir.join("blobs"),
             actor,
         })
+    }
+
+    /// Bounds the document bytes of one pull page (default [`PAGE_BYTES`]); at least one
+    /// update is always sent. Small pages exercise paging in tests.
+    pub fn set_page_bytes(&mut self, bytes: usize) {
+        self.page_bytes = bytes;
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -350,11 +358,13 @@ impl ServerDb {
                 &mut resp,
             )?;
         }
+        // Recorded at most once a minute, so that polling phones cost no disk writes.
         tx.execute(
-            "UPDATE devices SET last_sync_ms = ?1 WHERE device_id = ?2",
+            "UPDATE devices SET last_sync_ms = ?1
+              WHERE device_id = ?2 AND (last_sync_ms IS NULL OR last_sync_ms < ?1 - 60000)",
             params![now, device.device_id.to_string()],
         )?;
-        pull_page(&tx, device, req.cursor, PAGE_BYTES, &mut resp)?;
+        pull_page(&tx, device, req, self.page_bytes, &mut resp)?;
         tx.commit()?;
         Ok(resp)
     }
@@ -611,7 +621,11 @@ fn push_doc(
                 doc = trial;
                 fresh.push(change);
             } else {
-                refuse(resp, change.hash().0.to_vec(), "the change could not be applied");
+                refuse(
+                    resp,
+                    change.hash().0.to_vec(),
+                    "the change could not be applied",
+                );
             }
         }
     }
@@ -639,13 +653,22 @@ fn push_doc(
     project_household(tx, doc_id, &mut doc, now)
 }
 
+/// One page of the pull after `req.cursor`. A document whose first change is after the
+/// cursor cannot be on the phone and goes as one snapshot. On later pages of the same
+/// pull (`req.pull`), rows of documents already sent whole earlier in the pull are
+/// skipped up to the pull's head, since the snapshot held them.
 fn pull_page(
     tx: &Transaction<'_>,
     device: &Device,
-    cursor: u64,
+    req: &SyncRequest,
     budget: usize,
     resp: &mut SyncResponse,
 ) -> Result<()> {
+    let cursor = req.cursor;
+    let (since, head) = match req.pull {
+        Some(p) if p.since <= cursor => (p.since as i64, p.head as i64),
+        _ => (cursor as i64, -1),
+    };
     let (kind, names) = (device.scope.kind(), device.scope.names_json());
     let mut stmt = tx.prepare_cached(
         "SELECT c.seq, c.doc_id, c.actor, c.bytes, d.first_seq, d.bytes
@@ -670,6 +693,11 @@ fn pull_page(
         let doc = Uuid::from_slice(&r.get::<_, Vec<u8>>(1)?).unwrap_or(Uuid::nil());
         let actor: Vec<u8> = r.get(2)?;
         let first_seq: i64 = r.get(4)?;
+        if first_seq > since && first_seq <= cursor as i64 && seq <= head {
+            // Sent whole on an earlier page of this pull.
+            last = seq;
+            continue;
+        }
         let new_to_phone = first_seq > cursor as i64;
         let already = index.get(&doc).copied();
         if new_to_phone && already.is_some() {
@@ -707,6 +735,14 @@ fn pull_page(
     }
     resp.cursor = last.max(0) as u64;
     resp.more = more || read == PAGE_ROWS;
+    if resp.more {
+        resp.head = Some(match req.pull {
+            Some(p) => p.head,
+            None => tx.query_row("SELECT coalesce(max(seq), 0) FROM change_log", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64,
+        });
+    }
     Ok(())
 }
 
@@ -821,6 +857,7 @@ mod tests {
                 doc: id.0,
                 changes: changes.into_iter().map(ByteBuf::from).collect(),
             }],
+            pull: None,
         }
     }
 
@@ -872,6 +909,7 @@ mod tests {
             v: 99,
             cursor: 0,
             push: vec![],
+            pull: None,
         };
         assert!(matches!(db.sync(&device, &old), Err(Error::BadRequest(_))));
     }
@@ -886,6 +924,7 @@ mod tests {
                     v: PROTOCOL_VERSION,
                     cursor: 0,
                     push: vec![],
+                    pull: None,
                 },
             )
             .unwrap();
@@ -898,6 +937,7 @@ mod tests {
                     v: PROTOCOL_VERSION,
                     cursor: first.cursor,
                     push: vec![],
+                    pull: None,
                 },
             )
             .unwrap();
@@ -948,5 +988,76 @@ mod tests {
             db.authenticate("not a token"),
             Err(Error::Unauthorized(_))
         ));
+    }
+
+    #[test]
+    fn a_first_sync_in_many_pages_sends_each_change_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = ServerDb::open(dir.path()).unwrap();
+        let ids: Vec<HouseholdId> = (0..30).map(|_| HouseholdId::new()).collect();
+        let households: Vec<Household> = ids
+            .iter()
+            .map(|id| Household::new(*id, "测试村", GRID, "1号"))
+            .collect();
+        db.import_households(&households).unwrap();
+        db.add_user("w", "password-1", &Scope::Grids(vec![GRID.into()]))
+            .unwrap();
+        let writer = db
+            .authenticate(&db.sign_in("w", "password-1", DeviceId::new()).unwrap())
+            .unwrap();
+        for id in &ids {
+            let c = change_by(&db, *id, writer.device_id.actor());
+            assert_eq!(
+                db.sync(&writer, &push(*id, vec![c])).unwrap().acked.len(),
+                1
+            );
+        }
+        db.set_page_bytes(1);
+        let reader = db
+            .authenticate(&db.sign_in("w", "password-1", DeviceId::new()).unwrap())
+            .unwrap();
+        let mut req = SyncRequest {
+            v: PROTOCOL_VERSION,
+            cursor: 0,
+            push: vec![],
+            pull: None,
+        };
+        let mut received = 0;
+        let mut pages = 0;
+        let mut docs: HashMap<Uuid, Automerge> = HashMap::new();
+        loop {
+            let resp = db.sync(&reader, &req).unwrap();
+            pages += 1;
+            for u in &resp.docs {
+                received += u.bytes.len();
+                docs.entry(u.doc)
+                    .or_default()
+                    .load_incremental(&u.bytes)
+                    .unwrap();
+            }
+            if !resp.more {
+                break;
+            }
+            req.cursor = resp.cursor;
+            req.pull.get_or_insert(doorstep_core::protocol::PullStart {
+                since: 0,
+                head: resp.head.unwrap(),
+            });
+        }
+        assert_eq!(pages, 30, "one household per page");
+        let heads = db.document_heads().unwrap();
+        let mut snapshots = 0;
+        for (id, doc) in &docs {
+            let mut h = doc.get_heads();
+            h.sort();
+            assert_eq!(h, heads[id]);
+            snapshots += db
+                .household_doc(HouseholdId(*id))
+                .unwrap()
+                .unwrap()
+                .save()
+                .len();
+        }
+        assert_eq!(received, snapshots, "nothing sent twice");
     }
 }

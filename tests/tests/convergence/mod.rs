@@ -111,7 +111,9 @@ fn sync(db: &ServerDb, p: &mut Phone, fault: Fault) {
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
-    let db = ServerDb::open(&dir.path().join("server")).unwrap();
+    let mut db = ServerDb::open(&dir.path().join("server")).unwrap();
+    // Small pages, so that multi-page pulls meet the faults too.
+    db.set_page_bytes(400);
     let households: Vec<Household> = (0..HOUSEHOLDS)
         .map(|i| {
             let mut h = Household::new(HouseholdId::new(), "测试村", GRID, &format!("测试村{i}号"));
