@@ -124,7 +124,32 @@ async fn put_blob(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Serves the router on an already bound listener until the process ends.
+/// Serves the router on an already bound listener until Ctrl-C or SIGTERM, then lets
+/// requests in flight finish (each commits or rolls back whole).
 pub async fn serve(listener: tokio::net::TcpListener, db: AppState) -> std::io::Result<()> {
-    axum::serve(listener, app(db)).await
+    axum::serve(listener, app(db))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
 }
