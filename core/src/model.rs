@@ -300,6 +300,31 @@ pub fn add_visit(
     Ok(())
 }
 
+/// Adds residents as new entries of the `residents` map, in one change; a resident
+/// whose ID is already there is left as it is (the field may have corrected it).
+/// Returns how many were added; no change is made when none is.
+pub fn add_residents(
+    doc: &mut Automerge,
+    residents: &BTreeMap<String, Resident>,
+    now_ms: i64,
+) -> Result<usize, ModelError> {
+    let mut tx = doc.transaction();
+    let map = map_at(&mut tx, &ROOT, "residents")?;
+    let mut added = 0;
+    for (id, resident) in residents {
+        if tx.get(&map, id.as_str())?.is_none() {
+            autosurgeon::reconcile_prop(&mut tx, &map, id.as_str(), resident)?;
+            added += 1;
+        }
+    }
+    if added == 0 {
+        tx.rollback();
+    } else {
+        tx.commit_with(commit_at(now_ms, "add residents"));
+    }
+    Ok(added)
+}
+
 /// Adds one photo reference to an existing visit, in one change.
 ///
 /// Errors: [`ModelError::NoSuchVisit`] when the visit is not in the document.

@@ -31,11 +31,30 @@ pub const PAGE_BYTES: usize = 2 << 20;
 /// Bound on change-log rows read for one pull page.
 const PAGE_ROWS: i64 = 20_000;
 
-/// What an account may see and write (issue 2: grids, a village or the whole town).
+/// A grid, named within its village: grid names repeat across villages (第1网格).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GridRef {
+    /// Village (村) name.
+    pub village: String,
+    /// Grid (网格) name within the village.
+    pub grid: String,
+}
+
+impl GridRef {
+    /// The grid `grid` of the village `village`.
+    pub fn new(village: &str, grid: &str) -> Self {
+        Self {
+            village: village.into(),
+            grid: grid.into(),
+        }
+    }
+}
+
+/// What an account may see and write (issue 2: grids, villages or the whole town).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
     /// These grids.
-    Grids(Vec<String>),
+    Grids(Vec<GridRef>),
     /// These villages.
     Villages(Vec<String>),
     /// Every household of the town.
@@ -53,16 +72,16 @@ impl Scope {
 
     fn names_json(&self) -> String {
         match self {
-            Self::Grids(v) | Self::Villages(v) => serde_json::to_string(v).unwrap_or_default(),
+            Self::Grids(g) => serde_json::to_string(g).unwrap_or_default(),
+            Self::Villages(v) => serde_json::to_string(v).unwrap_or_default(),
             Self::Town => "[]".into(),
         }
     }
 
     fn from_row(kind: &str, names: &str) -> Self {
-        let names: Vec<String> = serde_json::from_str(names).unwrap_or_default();
         match kind {
-            "grids" => Self::Grids(names),
-            "village" => Self::Villages(names),
+            "grids" => Self::Grids(serde_json::from_str(names).unwrap_or_default()),
+            "village" => Self::Villages(serde_json::from_str(names).unwrap_or_default()),
             _ => Self::Town,
         }
     }
@@ -70,7 +89,7 @@ impl Scope {
     /// True when a household in `village` and `grid` is in this scope.
     pub fn covers(&self, village: &str, grid: &str) -> bool {
         match self {
-            Self::Grids(g) => g.iter().any(|x| x == grid),
+            Self::Grids(g) => g.iter().any(|x| x.village == village && x.grid == grid),
             Self::Villages(v) => v.iter().any(|x| x == village),
             Self::Town => true,
         }
@@ -112,8 +131,11 @@ pub struct Totals {
 pub struct ImportOutcome {
     /// Households created now.
     pub created: usize,
-    /// Households that already existed (same roster imported before) and were left as is.
+    /// Households that already existed (the same roster imported before).
     pub existing: usize,
+    /// Residents added to households that already existed (rows new or corrected since
+    /// the last import); residents already present are left as the field keeps them.
+    pub residents_added: usize,
 }
 
 /// The server's database and blob folder.
@@ -131,9 +153,19 @@ impl ServerDb {
     /// Errors: [`Error::Io`] when the folder cannot be created; [`Error::Db`] when the
     /// database cannot be opened or migrated.
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir.join("blobs"))?;
-        let mut conn = Connection::open(dir.join("doorstep.db"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        std::fs::create_dir_all(dir.join("blobs")).map_err(|e| {
+            Error::Internal(format!(
+                "cannot create the data folder {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let path = dir.join("doorstep.db");
+        let in_file = |e: rusqlite::Error| {
+            Error::Internal(format!("cannot open the database {}: {e}", path.display()))
+        };
+        let mut conn = Connection::open(&path).map_err(in_file)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(in_file)?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -187,7 +219,9 @@ impl ServerDb {
     }
 
     /// Creates household documents written by the server's own actor, one change each,
-    /// in one transaction. Households whose ID already exists are left as they are.
+    /// in one transaction. For a household that already exists (a roster imported
+    /// again, perhaps corrected), only residents it does not hold yet are added; nothing
+    /// the phones or the office changed is overwritten.
     pub fn import_households(&self, households: &[Household]) -> Result<ImportOutcome> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -206,6 +240,7 @@ impl ServerDb {
                 .unwrap_or(false);
             if exists {
                 outcome.existing += 1;
+                outcome.residents_added += add_missing_residents(&tx, id, h, &self.actor, now)?;
                 continue;
             }
             let mut doc = model::new_household_doc(h, self.actor.clone(), now)
@@ -234,6 +269,14 @@ impl ServerDb {
         if username.trim().is_empty() {
             return Err(Error::BadRequest("the user name is empty".into()));
         }
+        if username.trim() != username || username.chars().any(char::is_control) {
+            return Err(Error::BadRequest(
+                "the user name starts or ends with a space, or holds a control character".into(),
+            ));
+        }
+        if password.trim().is_empty() {
+            return Err(Error::BadRequest("the password is blank".into()));
+        }
         if password.chars().count() < 8 {
             return Err(Error::BadRequest(
                 "the password must have at least 8 characters".into(),
@@ -258,6 +301,34 @@ impl ServerDb {
             params![username, hash, scope.kind(), scope.names_json(), now_ms()],
         )?;
         Ok(())
+    }
+
+    /// The grids and villages of `scope` that hold no household yet, as `village` or
+    /// `village/grid`, so that a misspelt scope can be pointed out.
+    pub fn empty_scope_parts(&self, scope: &Scope) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut out = Vec::new();
+        match scope {
+            Scope::Town => {}
+            Scope::Villages(v) => {
+                let mut stmt = conn.prepare_cached("SELECT 1 FROM documents WHERE village = ?1")?;
+                for village in v {
+                    if !stmt.exists([village])? {
+                        out.push(village.clone());
+                    }
+                }
+            }
+            Scope::Grids(g) => {
+                let mut stmt = conn
+                    .prepare_cached("SELECT 1 FROM documents WHERE village = ?1 AND grid = ?2")?;
+                for r in g {
+                    if !stmt.exists([&r.village, &r.grid])? {
+                        out.push(format!("{}/{}", r.village, r.grid));
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Checks a password and issues a new device token for `device_id` (replacing the
@@ -506,6 +577,41 @@ impl ServerDb {
     }
 }
 
+fn add_missing_residents(
+    tx: &Transaction<'_>,
+    id: Uuid,
+    h: &Household,
+    actor: &ActorId,
+    now: i64,
+) -> Result<usize> {
+    let bytes: Vec<u8> = tx.query_row(
+        "SELECT bytes FROM documents WHERE doc_id = ?1",
+        [&id.as_bytes()[..]],
+        |r| r.get(0),
+    )?;
+    let mut doc = Automerge::load(&bytes)
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .with_actor(actor.clone());
+    let heads = doc.get_heads();
+    let added = model::add_residents(&mut doc, &h.residents, now)
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    if added > 0 {
+        let changes = doc.get_changes(&heads);
+        let seqs = append_changes(tx, id, &changes, None, now)?;
+        tx.execute(
+            "UPDATE documents SET bytes = ?2, last_seq = ?3, updated_at_ms = ?4 WHERE doc_id = ?1",
+            params![
+                &id.as_bytes()[..],
+                doc.save(),
+                seqs.iter().copied().max().unwrap_or(0),
+                now
+            ],
+        )?;
+        project_household(tx, id, &mut doc, now)?;
+    }
+    Ok(added)
+}
+
 fn check_sha256(h: &str) -> Result<()> {
     if h.len() == 64
         && h.bytes()
@@ -676,7 +782,9 @@ fn pull_page(
           WHERE c.seq > ?1
             AND (?2 = 'town'
                  OR (?2 = 'village' AND d.village IN (SELECT value FROM json_each(?3)))
-                 OR (?2 = 'grids' AND d.grid IN (SELECT value FROM json_each(?3))))
+                 OR (?2 = 'grids' AND (d.village, d.grid) IN
+                     (SELECT json_extract(value, '$.village'), json_extract(value, '$.grid')
+                        FROM json_each(?3))))
           ORDER BY c.seq
           LIMIT ?4",
     )?;
@@ -833,8 +941,12 @@ mod tests {
         let id = HouseholdId::new();
         db.import_households(&[Household::new(id, "测试村", GRID, "1号")])
             .unwrap();
-        db.add_user("w", "password-1", &Scope::Grids(vec![GRID.into()]))
-            .unwrap();
+        db.add_user(
+            "w",
+            "password-1",
+            &Scope::Grids(vec![GridRef::new("测试村", GRID)]),
+        )
+        .unwrap();
         let device_id = DeviceId::new();
         let token = db.sign_in("w", "password-1", device_id).unwrap();
         let device = db.authenticate(&token).unwrap();
@@ -1000,8 +1112,12 @@ mod tests {
             .map(|id| Household::new(*id, "测试村", GRID, "1号"))
             .collect();
         db.import_households(&households).unwrap();
-        db.add_user("w", "password-1", &Scope::Grids(vec![GRID.into()]))
-            .unwrap();
+        db.add_user(
+            "w",
+            "password-1",
+            &Scope::Grids(vec![GridRef::new("测试村", GRID)]),
+        )
+        .unwrap();
         let writer = db
             .authenticate(&db.sign_in("w", "password-1", DeviceId::new()).unwrap())
             .unwrap();

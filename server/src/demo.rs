@@ -15,7 +15,7 @@ use doorstep_core::store::{HouseholdQuery, NewVisit, Store, now_ms};
 use doorstep_core::sync::{Client, sync_now};
 use uuid::Uuid;
 
-use crate::db::{Scope, ServerDb};
+use crate::db::{GridRef, Scope, ServerDb};
 use crate::error::{Error, Result};
 
 /// The demo village.
@@ -140,7 +140,6 @@ fn core_err(e: doorstep_core::error::Error) -> Error {
 }
 
 fn run_phones(url: String, phones: PathBuf) -> Result<()> {
-    let _ = std::fs::remove_dir_all(&phones);
     std::fs::create_dir_all(&phones)?;
     let mut stores = Vec::new();
     for n in 1..=2 {
@@ -195,24 +194,30 @@ fn run_phones(url: String, phones: PathBuf) -> Result<()> {
     Ok(())
 }
 
-/// Runs the demo in `dir` on `listen`, and serves until the process is stopped.
+/// Runs the demo in the fresh data folder `dir` on `listen`, and serves until the
+/// process is stopped.
 ///
 /// Errors: the data folder cannot be opened, the address cannot be bound, or a demo
 /// phone fails to sync.
 pub async fn run(dir: PathBuf, listen: SocketAddr) -> Result<()> {
+    if dir.join("doorstep.db").exists() {
+        return Err(Error::BadRequest(format!(
+            "the demo starts from a fresh data folder, and {} already holds data: delete it or give another --data",
+            dir.display()
+        )));
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Error::BadRequest(format!("cannot listen on {listen}: {e}")))?;
     let db = Arc::new(ServerDb::open(&dir)?);
     db.import_households(&demo_households(40))?;
     for n in 1..=2 {
-        match db.add_user(
+        db.add_user(
             &format!("demo-worker-{n}"),
             DEMO_PASSWORD,
-            &Scope::Grids(vec![DEMO_GRID.into()]),
-        ) {
-            Ok(()) | Err(Error::Conflict(_)) => {}
-            Err(e) => return Err(e),
-        }
+            &Scope::Grids(vec![GridRef::new(DEMO_VILLAGE, DEMO_GRID)]),
+        )?;
     }
-    let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(crate::http::serve(listener, db.clone()));
     let url = format!("http://{addr}");

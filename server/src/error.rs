@@ -24,6 +24,15 @@ pub enum Error {
         /// Hash of the bytes received.
         actual: String,
     },
+    /// The body is larger than the endpoint takes.
+    #[error("the request body is larger than {limit} bytes")]
+    TooLarge {
+        /// The endpoint's limit in bytes.
+        limit: usize,
+    },
+    /// Too many sign-ins are being checked at once; try again shortly.
+    #[error("the server is busy checking other sign-ins; try again in a moment")]
+    Busy,
     /// A conflicting state (a device of another account, a user that exists).
     #[error("{0}")]
     Conflict(String),
@@ -45,9 +54,25 @@ impl Error {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::HashMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "hash_mismatch"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Self::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             Self::Db(_) | Self::Io(_) | Self::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
+        }
+    }
+}
+
+impl Error {
+    /// The error for a body axum could not read: too large, or cut off.
+    pub fn from_body(rejection: axum::extract::rejection::BytesRejection, limit: usize) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::TooLarge { limit }
+        } else {
+            Self::BadRequest(format!(
+                "the request body could not be read: {}",
+                rejection.body_text()
+            ))
         }
     }
 }

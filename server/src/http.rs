@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::{StatusCode, header, request::Parts};
 use axum::response::IntoResponse;
@@ -21,17 +22,42 @@ use crate::error::{Error, Result};
 pub const SYNC_BODY_LIMIT: usize = 16 << 20;
 /// Largest blob (32 MiB); stored photos are a few hundred KB.
 pub const BLOB_BODY_LIMIT: usize = 32 << 20;
+/// Largest sign-in body (64 KiB).
+pub const SIGN_IN_BODY_LIMIT: usize = 64 << 10;
+/// Blob hashes per `POST /v1/blobs/missing` body (2 MiB).
+pub const BLOB_QUERY_LIMIT: usize = 2 << 20;
+/// Password checks run at once. Each argon2id check holds 19 MiB, so this bounds the
+/// memory a flood of sign-ins can take (about 80 MiB); the rest wait their turn, and
+/// past [`SIGN_IN_WAIT`] are answered 503.
+pub const SIGN_IN_CONCURRENCY: usize = 4;
+/// How long a sign-in waits for a free password check.
+pub const SIGN_IN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Shared state of the handlers.
-pub type AppState = Arc<ServerDb>;
+/// Shared state of the handlers: the database and the sign-in gate.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The server's storage.
+    pub db: Arc<ServerDb>,
+    sign_ins: Arc<tokio::sync::Semaphore>,
+}
+
+impl AppState {
+    /// State over `db`.
+    pub fn new(db: Arc<ServerDb>) -> Self {
+        Self {
+            db,
+            sign_ins: Arc::new(tokio::sync::Semaphore::new(SIGN_IN_CONCURRENCY)),
+        }
+    }
+}
 
 /// The router, apart from `main` so tests can serve it on a port of their own.
-pub fn app(db: AppState) -> Router {
+pub fn app(db: Arc<ServerDb>) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route(
             "/v1/devices/sign-in",
-            post(sign_in).layer(DefaultBodyLimit::max(64 << 10)),
+            post(sign_in).layer(DefaultBodyLimit::max(SIGN_IN_BODY_LIMIT)),
         )
         .route(
             "/v1/sync",
@@ -39,14 +65,24 @@ pub fn app(db: AppState) -> Router {
         )
         .route(
             "/v1/blobs/missing",
-            post(missing_blobs).layer(DefaultBodyLimit::max(2 << 20)),
+            post(missing_blobs).layer(DefaultBodyLimit::max(BLOB_QUERY_LIMIT)),
         )
         .route(
             "/v1/blobs/{sha256}",
             put(put_blob).layer(DefaultBodyLimit::max(BLOB_BODY_LIMIT)),
         )
-        .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(db)
+        .layer(
+            // One line per request at `info`: method, route, status and time; paths
+            // hold only blob hashes, never personal data.
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(
+                    tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO),
+                )
+                .on_response(
+                    tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
+                ),
+        )
+        .with_state(AppState::new(db))
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -62,16 +98,19 @@ pub struct AuthDevice(pub Device);
 impl FromRequestParts<AppState> for AuthDevice {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, db: &AppState) -> Result<Self> {
-        let token = parts
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let value = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(Error::Unauthorized("a device token is required"))?
-            .trim()
-            .to_string();
-        let db = db.clone();
+            .ok_or(Error::Unauthorized("a device token is required"))?;
+        // The scheme name is case-insensitive (RFC 9110 section 11.1).
+        let token = match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+            _ => return Err(Error::Unauthorized("a device token is required")),
+        }
+        .to_string();
+        let db = state.db.clone();
         Ok(Self(blocking(move || db.authenticate(&token)).await?))
     }
 }
@@ -82,51 +121,84 @@ fn cbor(bytes: Vec<u8>) -> impl IntoResponse {
 
 #[tracing::instrument(skip_all)]
 async fn sign_in(
-    State(db): State<AppState>,
-    Json(req): Json<SignInRequest>,
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<SignInResponse>> {
+    let body = body.map_err(|r| Error::from_body(r, SIGN_IN_BODY_LIMIT))?;
+    let req: SignInRequest = serde_json::from_slice(&body).map_err(|e| {
+        Error::BadRequest(format!(
+            "the sign-in body must be JSON {{\"username\", \"password\", \"device_id\"}}: {e}"
+        ))
+    })?;
     let device = DeviceId::parse(&req.device_id)
         .ok_or_else(|| Error::BadRequest("device_id is not a UUID".into()))?;
-    let token = blocking(move || db.sign_in(&req.username, &req.password, device)).await?;
-    Ok(Json(SignInResponse { token }))
+    let _permit = tokio::time::timeout(SIGN_IN_WAIT, state.sign_ins.clone().acquire_owned())
+        .await
+        .map_err(|_| Error::Busy)?
+        .map_err(|_| Error::Busy)?;
+    let db = state.db.clone();
+    let result = blocking(move || db.sign_in(&req.username, &req.password, device)).await;
+    match &result {
+        Ok(_) => tracing::info!(%device, "device signed in"),
+        Err(e) => tracing::info!(%device, reason = %e, "sign-in refused"),
+    }
+    Ok(Json(SignInResponse { token: result? }))
 }
+
+/// Bound on the changes in one push (a phone sends about 1 MiB per request, and a
+/// change is at least a few dozen bytes).
+pub const MAX_PUSHED_CHANGES: usize = 20_000;
 
 #[tracing::instrument(skip_all, fields(device = %device.device_id))]
 async fn sync(
-    State(db): State<AppState>,
+    State(state): State<AppState>,
     AuthDevice(device): AuthDevice,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse> {
-    let req: SyncRequest = protocol::decode(&body).map_err(|e| Error::BadRequest(e.to_string()))?;
+    let body = body.map_err(|r| Error::from_body(r, SYNC_BODY_LIMIT))?;
+    let req: SyncRequest = protocol::decode(&body)
+        .map_err(|_| Error::BadRequest("the body is not a CBOR sync request".into()))?;
+    let pushed: usize = req.push.iter().map(|d| d.changes.len()).sum();
+    if pushed > MAX_PUSHED_CHANGES {
+        return Err(Error::BadRequest(format!(
+            "{pushed} changes in one push; at most {MAX_PUSHED_CHANGES}"
+        )));
+    }
+    let db = state.db.clone();
     let resp = blocking(move || db.sync(&device, &req)).await?;
     Ok(cbor(protocol::encode(&resp)))
 }
 
 #[tracing::instrument(skip_all)]
 async fn missing_blobs(
-    State(db): State<AppState>,
+    State(state): State<AppState>,
     AuthDevice(_device): AuthDevice,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse> {
-    let q: BlobQuery = protocol::decode(&body).map_err(|e| Error::BadRequest(e.to_string()))?;
+    let body = body.map_err(|r| Error::from_body(r, BLOB_QUERY_LIMIT))?;
+    let q: BlobQuery = protocol::decode(&body)
+        .map_err(|_| Error::BadRequest("the body is not a CBOR blob query".into()))?;
+    let db = state.db.clone();
     let resp = blocking(move || db.missing_blobs(&q)).await?;
     Ok(cbor(protocol::encode(&resp)))
 }
 
 #[tracing::instrument(skip_all)]
 async fn put_blob(
-    State(db): State<AppState>,
+    State(state): State<AppState>,
     AuthDevice(_device): AuthDevice,
     Path(sha256): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse> {
+    let body = body.map_err(|r| Error::from_body(r, BLOB_BODY_LIMIT))?;
+    let db = state.db.clone();
     blocking(move || db.put_blob(&sha256, &body)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Serves the router on an already bound listener until Ctrl-C or SIGTERM, then lets
 /// requests in flight finish (each commits or rolls back whole).
-pub async fn serve(listener: tokio::net::TcpListener, db: AppState) -> std::io::Result<()> {
+pub async fn serve(listener: tokio::net::TcpListener, db: Arc<ServerDb>) -> std::io::Result<()> {
     axum::serve(listener, app(db))
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use doorstep_server::db::{Scope, ServerDb};
+use doorstep_server::db::{GridRef, Scope, ServerDb};
 use doorstep_server::{demo, http, roster};
 
 #[derive(Parser, Debug)]
@@ -78,10 +78,10 @@ enum UserCommand {
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
-        /// A grid in the scope (repeat for several).
-        #[arg(long = "grid", conflicts_with_all = ["village", "town"])]
+        /// A grid in the scope (repeat for several), within the one --village given.
+        #[arg(long = "grid", requires = "village", conflicts_with = "town")]
         grids: Vec<String>,
-        /// A village in the scope (repeat for several).
+        /// A village in the scope (repeat for several); with --grid, the grids' village.
         #[arg(long, conflicts_with = "town")]
         village: Vec<String>,
         /// The whole town.
@@ -96,6 +96,7 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -111,6 +112,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// Opens a data folder that must already hold a database: a mistyped --data must not
+/// quietly make a new, empty one.
+fn open_existing(dir: &std::path::Path) -> Result<ServerDb, String> {
+    if !dir.join("doorstep.db").exists() {
+        return Err(format!(
+            "no Doorstep data in {} (no doorstep.db there): check --data, or create it with `serve` or `import-roster`",
+            dir.display()
+        ));
+    }
+    ServerDb::open(dir).map_err(|e| e.to_string())
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -121,6 +134,12 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         Command::Serve { data, listen } => {
+            if !data.data.join("doorstep.db").exists() {
+                eprintln!(
+                    "no data in {} yet: starting a new, empty data folder",
+                    data.data.display()
+                );
+            }
             let db = Arc::new(ServerDb::open(&data.data).map_err(|e| e.to_string())?);
             runtime()?.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(listen)
@@ -136,8 +155,14 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::ImportRoster { data, json, file } => {
-            let roster =
-                roster::read_roster(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let roster = roster::read_roster(&file).map_err(|e| e.to_string())?;
+            if let Some(h) = roster.households.iter().find(|h| h.village.is_empty()) {
+                return Err(format!(
+                    "{}: cannot tell which village household {} is in: give the roster a title row such as \"东坡村户籍人员花名册\", or name the village in the grid column (\"东坡村第1网格\")",
+                    file.display(),
+                    h.door_number
+                ));
+            }
             let db = ServerDb::open(&data.data).map_err(|e| e.to_string())?;
             let outcome = db
                 .import_households(&roster.households)
@@ -149,15 +174,17 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     "row_errors": roster.row_errors,
                     "households_created": outcome.created,
                     "households_already_present": outcome.existing,
+                    "residents_added_to_existing": outcome.residents_added,
                 });
                 println!("{out}");
             } else {
                 println!(
-                    "{}: {} households ({} new, {} already present), {} residents imported, {} rows not imported",
+                    "{}: {} households ({} new, {} already present, {} residents added to those), {} residents read, {} rows not imported",
                     file.display(),
                     roster.households.len(),
                     outcome.created,
                     outcome.existing,
+                    outcome.residents_added,
                     roster.residents_imported,
                     roster.row_errors.len()
                 );
@@ -186,25 +213,39 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     std::io::stdin()
                         .read_to_string(&mut s)
                         .map_err(|e| e.to_string())?;
-                    s.lines().next().unwrap_or("").to_string()
+                    let line = s.lines().next().unwrap_or("").to_string();
+                    if line.is_empty() {
+                        return Err("no password on standard input".into());
+                    }
+                    line
                 }
                 (None, false) => return Err("give --password or --password-stdin".into()),
             };
             let scope = if town {
                 Scope::Town
+            } else if !grids.is_empty() {
+                let [village] = village.as_slice() else {
+                    return Err(
+                        "--grid takes exactly one --village: the village the grids are in".into(),
+                    );
+                };
+                Scope::Grids(grids.iter().map(|g| GridRef::new(village, g)).collect())
             } else if !village.is_empty() {
                 Scope::Villages(village)
-            } else if !grids.is_empty() {
-                Scope::Grids(grids)
             } else {
                 return Err(
-                    "give a scope: --grid NAME (repeatable), --village NAME or --town".into(),
+                    "give a scope: --village NAME [--grid NAME ...] (repeatable), or --town".into(),
                 );
             };
-            let db = ServerDb::open(&data.data).map_err(|e| e.to_string())?;
+            let db = open_existing(&data.data)?;
             db.add_user(&username, &password, &scope)
                 .map_err(|e| e.to_string())?;
             println!("user {username} added");
+            for part in db.empty_scope_parts(&scope).map_err(|e| e.to_string())? {
+                eprintln!(
+                    "warning: no household in {part} yet; import its roster, or check the spelling"
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { data, listen } => {

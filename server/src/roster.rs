@@ -2,6 +2,9 @@
 //! committee keeps as an Excel workbook or a CSV file, and turns it into
 //! [`Household`]s with their [`Resident`]s.
 //!
+//! A workbook's sheets are searched in order and the first one with a header row is
+//! read, so a roster behind a sheet of notes (说明) is found.
+//!
 //! A roster has one row per resident, grouped by household, under a header row that
 //! names the columns (序号, 村民小组, 网格, 门牌号, 户主姓名, 姓名, 与户主关系, 性别,
 //! 公民身份号码, 出生日期, 联系电话, 重点人群, 备注). Above the header sit a title row
@@ -18,9 +21,16 @@
 //! (网格, 门牌号, 户主姓名) left empty under a vertically merged cell.
 //!
 //! A row that is genuinely wrong (bad ID checksum, a person listed twice, a phone
-//! number that is not 11 digits, an empty name, an unreadable date...) is reported in
-//! [`Roster::row_errors`] and not imported; every other row is imported. Row errors
-//! carry the row's name only, never its ID number, phone or birth date.
+//! number that is not 11 digits, an empty name, an unreadable date, a birth date in
+//! the future or before 1890, a row cut short before the header's last required
+//! column...) is reported in [`Roster::row_errors`] and not imported; every other row
+//! is imported. Row errors carry the row's name only, never its ID number, phone or
+//! birth date.
+//!
+//! A resident whose ID number cell is empty is imported, without an ID number
+//! ([`Resident::id_number`] is `None`): some residents have no ID at hand. A row that
+//! stops before it reaches the ID column (or another required column) is refused as
+//! cut short.
 //!
 //! IDs are deterministic (UUID version 5 under [`ROSTER_NAMESPACE`]), so importing the
 //! same roster twice yields the same household and resident IDs.
@@ -76,7 +86,8 @@ pub struct RowError {
 /// The file formats a roster can come in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RosterKind {
-    /// Office Open XML workbook (`.xlsx`); the first sheet is read.
+    /// Office Open XML workbook (`.xlsx`); the first sheet, in workbook order, that
+    /// has a header row is read.
     Xlsx,
     /// Comma-separated values (`.csv`): UTF-8 with or without a byte order mark, UTF-16
     /// with a byte order mark, or else GBK/GB18030 as Excel on a Chinese Windows
@@ -123,6 +134,9 @@ pub enum RosterError {
         /// 1-based line of the first undecodable byte.
         line: u64,
     },
+    /// The file is empty: no bytes, or only whitespace and byte order marks.
+    #[error("the file is empty")]
+    Empty,
     /// The CSV reader refused the file.
     #[error("the CSV file could not be read at line {line}: {message}")]
     Csv {
@@ -131,21 +145,34 @@ pub enum RosterError {
         /// What the CSV reader reported.
         message: String,
     },
-    /// The workbook could not be opened or its first sheet could not be read (not a
-    /// `.xlsx` file, damaged archive, malformed XML...).
+    /// The file is not a `.xlsx` workbook at all: not a zip archive (random or
+    /// truncated bytes, a CSV or an old `.xls` renamed to `.xlsx`) or an archive
+    /// without a workbook in it. Holds the spreadsheet reader's detail.
+    #[error(
+        "not a valid .xlsx workbook (it may be damaged, or another format renamed to \
+         .xlsx): {0}"
+    )]
+    NotAWorkbook(String),
+    /// The workbook opened but one of its sheets could not be read (malformed XML,
+    /// damaged sheet...).
     #[error("the workbook could not be read: {0}")]
     Spreadsheet(String),
     /// The workbook has no sheet.
     #[error("the workbook has no sheet")]
     NoSheet,
-    /// No row among the first rows names the roster's columns.
+    /// No row among the first rows names the roster's columns (in a workbook: of any
+    /// sheet).
     #[error(
-        "no header row found in the first {rows_searched} rows: expected a row naming \
-         the columns 网格, 门牌号, 户主姓名, 姓名, 公民身份号码"
+        "no header row found in the first {rows_searched} rows{}: expected a row naming \
+         the columns 网格, 门牌号, 户主姓名, 姓名, 公民身份号码",
+        sheets_searched(sheets)
     )]
     NoHeader {
-        /// How many rows were searched.
+        /// How many rows were searched (in a workbook: of the longest sheet).
         rows_searched: u64,
+        /// The names of the workbook's sheets searched, in order; empty for a CSV
+        /// file.
+        sheets: Vec<String>,
     },
     /// The header row lacks a required column (网格, 门牌号, 户主姓名, 姓名 or
     /// 公民身份号码).
@@ -156,6 +183,16 @@ pub enum RosterError {
         /// Line (row number) of the header row.
         line: u64,
     },
+}
+
+/// ` of the sheet "A"` / ` of the sheets "A", "B"` for [`RosterError::NoHeader`].
+fn sheets_searched(sheets: &[String]) -> String {
+    let quoted: Vec<String> = sheets.iter().map(|name| format!("\"{name}\"")).collect();
+    match quoted.as_slice() {
+        [] => String::new(),
+        [one] => format!(" of the sheet {one}"),
+        all => format!(" of the sheets {}", all.join(", ")),
+    }
 }
 
 /// Reads the roster at `path`, choosing the format by extension (see [`RosterKind`]).
@@ -176,16 +213,29 @@ pub fn read_roster(path: &Path) -> Result<Roster, RosterError> {
 /// Reads a roster from the bytes of a file of the given kind.
 ///
 /// Row-level problems are reported in [`Roster::row_errors`]; an `Err` means the file
-/// as a whole is unusable: undecodable ([`RosterError::Encoding`],
-/// [`RosterError::Csv`], [`RosterError::Spreadsheet`], [`RosterError::NoSheet`]),
-/// without a header row ([`RosterError::NoHeader`]) or without a required column
+/// as a whole is unusable: empty ([`RosterError::Empty`]), undecodable
+/// ([`RosterError::Encoding`], [`RosterError::Csv`], [`RosterError::NotAWorkbook`],
+/// [`RosterError::Spreadsheet`], [`RosterError::NoSheet`]), without a header row
+/// ([`RosterError::NoHeader`]) or without a required column
 /// ([`RosterError::MissingColumn`]). Never panics, whatever the bytes.
 pub fn read_roster_bytes(bytes: &[u8], kind: RosterKind) -> Result<Roster, RosterError> {
-    let rows = match kind {
-        RosterKind::Xlsx => xlsx_rows(bytes)?,
-        RosterKind::Csv => csv_rows(&decode_text(bytes)?)?,
+    let (rows, header) = match kind {
+        RosterKind::Xlsx => xlsx_roster_sheet(bytes)?,
+        RosterKind::Csv => {
+            let text = decode_text(bytes)?;
+            if is_blank_text(&text) {
+                return Err(RosterError::Empty);
+            }
+            let rows = csv_rows(&text)?;
+            let header = find_header(&rows).ok_or(RosterError::NoHeader {
+                rows_searched: header_rows_searched(&rows),
+                sheets: Vec::new(),
+            })?;
+            (rows, header)
+        }
     };
-    let roster = import(&rows)?;
+    let today = chrono::Local::now().date_naive();
+    let roster = import(&rows, header, today)?;
     tracing::info!(
         households = roster.households.len(),
         residents = roster.residents_imported,
@@ -247,35 +297,65 @@ fn number_text(f: f64) -> String {
     }
 }
 
-fn xlsx_rows(bytes: &[u8]) -> Result<Vec<RawRow>, RosterError> {
+/// A file with nothing but whitespace and byte order marks in it.
+fn is_blank_text(text: &str) -> bool {
+    text.chars().all(|c| c.is_whitespace() || c == '\u{FEFF}')
+}
+
+/// The rows of the workbook's first sheet (in workbook order) that has a header row,
+/// and that header.
+fn xlsx_roster_sheet(bytes: &[u8]) -> Result<(Vec<RawRow>, Header), RosterError> {
     // calamine parses untrusted archives and XML; should it ever panic on a malformed
     // file, the import reports a damaged workbook instead of taking the server down.
-    let read = std::panic::catch_unwind(|| -> Result<calamine::Range<Data>, RosterError> {
-        let mut workbook: Xlsx<_> =
-            Xlsx::new(Cursor::new(bytes)).map_err(|e| RosterError::Spreadsheet(e.to_string()))?;
-        match workbook.worksheet_range_at(0) {
-            None => Err(RosterError::NoSheet),
-            Some(range) => range.map_err(|e| RosterError::Spreadsheet(e.to_string())),
+    let read = std::panic::catch_unwind(|| -> Result<(Vec<RawRow>, Header), RosterError> {
+        let mut workbook: Xlsx<_> = match Xlsx::new(Cursor::new(bytes)) {
+            Ok(workbook) => workbook,
+            // Not a zip archive at all: an empty file is worth saying so.
+            Err(_) if decode_text(bytes).is_ok_and(|text| is_blank_text(&text)) => {
+                return Err(RosterError::Empty);
+            }
+            Err(e) => return Err(RosterError::NotAWorkbook(e.to_string())),
+        };
+        let names = workbook.sheet_names();
+        if names.is_empty() {
+            return Err(RosterError::NoSheet);
         }
+        let mut rows_searched = 0;
+        for name in &names {
+            let range = workbook
+                .worksheet_range(name)
+                .map_err(|e| RosterError::Spreadsheet(format!("sheet \"{name}\": {e}")))?;
+            let rows = range_rows(&range);
+            if let Some(header) = find_header(&rows) {
+                tracing::debug!(sheet = %name, "roster sheet found");
+                return Ok((rows, header));
+            }
+            rows_searched = rows_searched.max(header_rows_searched(&rows));
+        }
+        Err(RosterError::NoHeader {
+            rows_searched,
+            sheets: names,
+        })
     });
-    let range = match read {
-        Ok(result) => result?,
-        Err(_) => {
-            return Err(RosterError::Spreadsheet(
-                "the workbook is malformed (the spreadsheet reader failed)".into(),
-            ));
-        }
-    };
+    match read {
+        Ok(result) => result,
+        Err(_) => Err(RosterError::Spreadsheet(
+            "the workbook is malformed (the spreadsheet reader failed)".into(),
+        )),
+    }
+}
+
+fn range_rows(range: &calamine::Range<Data>) -> Vec<RawRow> {
     // A range starts at its first used cell, not necessarily at A1.
     let first_row = u64::from(range.start().map_or(0, |(row, _)| row));
-    Ok(range
+    range
         .rows()
         .enumerate()
         .map(|(i, row)| RawRow {
             line: first_row + i as u64 + 1,
             cells: row.iter().map(cell_from_data).collect(),
         })
-        .collect())
+        .collect()
 }
 
 fn cell_from_data(data: &Data) -> Cell {
@@ -566,30 +646,62 @@ struct PendingHousehold {
     unnumbered: HashMap<String, u32>,
 }
 
-fn import(rows: &[RawRow]) -> Result<Roster, RosterError> {
-    let mut header = None;
-    for (index, row) in rows.iter().take(HEADER_SEARCH_ROWS).enumerate() {
-        let columns = Columns::recognise(&row.cells);
-        if columns.is_header() {
-            header = Some((index, columns));
-            break;
-        }
-    }
-    let Some((header_index, columns)) = header else {
-        return Err(RosterError::NoHeader {
-            rows_searched: rows.len().min(HEADER_SEARCH_ROWS) as u64,
-        });
-    };
-    let header_line = rows[header_index].line;
+/// The header row found among the first rows: its index in the rows and its columns.
+#[derive(Debug)]
+struct Header {
+    index: usize,
+    columns: Columns,
+}
+
+/// The first row among the first [`HEADER_SEARCH_ROWS`] that names enough columns.
+fn find_header(rows: &[RawRow]) -> Option<Header> {
+    rows.iter()
+        .take(HEADER_SEARCH_ROWS)
+        .enumerate()
+        .find_map(|(index, row)| {
+            let columns = Columns::recognise(&row.cells);
+            columns.is_header().then_some(Header { index, columns })
+        })
+}
+
+/// How many rows [`find_header`] looks at.
+fn header_rows_searched(rows: &[RawRow]) -> u64 {
+    rows.len().min(HEADER_SEARCH_ROWS) as u64
+}
+
+/// Imports the rows under the header; `today` bounds birth dates.
+fn import(
+    rows: &[RawRow],
+    header: Header,
+    today: chrono::NaiveDate,
+) -> Result<Roster, RosterError> {
+    let Header {
+        index: header_index,
+        columns,
+    } = header;
+    let header_row = &rows[header_index];
     if let Some(missing) = COLUMNS
         .iter()
         .find(|spec| spec.required && columns.0[spec.col as usize].is_none())
     {
         return Err(RosterError::MissingColumn {
             column: missing.name,
-            line: header_line,
+            line: header_row.line,
         });
     }
+    // A row must reach the last required column; the header's own width (without
+    // trailing empty cells) is what the report compares it with.
+    let required_cells = COLUMNS
+        .iter()
+        .filter(|spec| spec.required)
+        .filter_map(|spec| columns.0[spec.col as usize])
+        .max()
+        .map_or(0, |last| last + 1);
+    let header_cells = header_row
+        .cells
+        .iter()
+        .rposition(|cell| !cell.is_blank())
+        .map_or(0, |last| last + 1);
 
     let title_village = rows[..header_index]
         .iter()
@@ -602,6 +714,9 @@ fn import(rows: &[RawRow]) -> Result<Roster, RosterError> {
 
     let mut importer = Importer {
         columns,
+        required_cells,
+        header_cells,
+        today,
         title_village,
         carry: None,
         seen_ids: HashSet::new(),
@@ -618,6 +733,12 @@ fn import(rows: &[RawRow]) -> Result<Roster, RosterError> {
 
 struct Importer {
     columns: Columns,
+    /// Cells a row needs to reach the header's last required column.
+    required_cells: usize,
+    /// Cells of the header row, up to its last non-empty one.
+    header_cells: usize,
+    /// Birth dates after this day are refused.
+    today: chrono::NaiveDate,
     title_village: Option<String>,
     carry: Option<Carry>,
     seen_ids: HashSet<String>,
@@ -685,7 +806,16 @@ impl Importer {
             head: head.clone(),
         });
 
-        match self.resident(cells, &name, &relation) {
+        let resident = if cells.len() < self.required_cells {
+            Err(format!(
+                "the row is cut short: it has {} cells, the header has {}",
+                cells.len(),
+                self.header_cells
+            ))
+        } else {
+            self.resident(cells, &name, &relation)
+        };
+        match resident {
             Err(reason) => self.row_errors.push(RowError {
                 line: row.line,
                 name,
@@ -715,7 +845,8 @@ impl Importer {
     }
 
     /// Validates and normalises the resident's own cells, in the order: name, ID
-    /// number, duplicate, birth date, phone.
+    /// number, duplicate, birth date (a date, not in the future, not before 1890),
+    /// phone.
     fn resident(&mut self, cells: &[Cell], name: &str, relation: &str) -> Result<Resident, String> {
         let cols = &self.columns;
         if name.is_empty() {
@@ -729,6 +860,9 @@ impl Importer {
         }
         let birth_date = parse_date(cols.cell(cells, Col::BirthDate))
             .map_err(|()| "birth date is not a date (expected e.g. 1992-10-02)".to_string())?;
+        if let Some(date) = &birth_date {
+            check_birth_date(date, self.today)?;
+        }
         let phone = normalise_phone(&cols.text(cells, Col::Phone))?;
         let sex = match remove_whitespace(&cols.text(cells, Col::Sex)).as_str() {
             "男" | "男性" => "男",
@@ -941,11 +1075,30 @@ fn normalise_id(cell: &Cell) -> Result<Option<String>, String> {
     }
 }
 
+/// The earliest birth date accepted: no one alive was born before.
+const EARLIEST_BIRTH_YEAR: i32 = 1890;
+
+/// Refuses an ISO birth date after `today` or before [`EARLIEST_BIRTH_YEAR`]. The
+/// reason does not repeat the date: row errors never carry a person's data.
+fn check_birth_date(iso: &str, today: chrono::NaiveDate) -> Result<(), String> {
+    let date = chrono::NaiveDate::parse_from_str(iso, "%Y-%m-%d")
+        .map_err(|_| "birth date is not a date (expected e.g. 1992-10-02)".to_string())?;
+    if date > today {
+        return Err("birth date is in the future".into());
+    }
+    if chrono::Datelike::year(&date) < EARLIEST_BIRTH_YEAR {
+        return Err(format!("birth date is before {EARLIEST_BIRTH_YEAR}"));
+    }
+    Ok(())
+}
+
 /// The largest Excel serial date, 9999-12-31.
 const EXCEL_MAX_SERIAL: f64 = 2_958_466.0;
 
+/// A calendar date as `YYYY-MM-DD`, for a four-digit year; whether it is a plausible
+/// birth date is [`check_birth_date`]'s business.
 fn iso_date(year: i64, month: i64, day: i64) -> Option<String> {
-    if !(1850..=2100).contains(&year) {
+    if !(1000..=9999).contains(&year) {
         return None;
     }
     let date = chrono::NaiveDate::from_ymd_opt(
@@ -1565,7 +1718,7 @@ mod tests {
         }
         assert!(matches!(
             read_roster_bytes(b"a,b,c\n1,2,3\n", RosterKind::Csv),
-            Err(RosterError::NoHeader { rows_searched: 2 })
+            Err(RosterError::NoHeader { rows_searched: 2, ref sheets }) if sheets.is_empty()
         ));
         assert!(matches!(
             read_roster(Path::new("roster.pdf")),
@@ -1677,22 +1830,48 @@ mod tests {
     }
 
     fn xlsx(sheet_data: &str) -> Vec<u8> {
+        xlsx_sheets(&[("花名册", sheet_data)])
+    }
+
+    /// A workbook with the given sheets (name, sheet data), in order.
+    fn xlsx_sheets(sheets: &[(&str, &str)]) -> Vec<u8> {
         let ns = "http://schemas.openxmlformats.org/spreadsheetml/2006/main";
         let rel = "http://schemas.openxmlformats.org/officeDocument/2006/relationships";
-        stored_zip(&[
+        let numbered = || sheets.iter().enumerate().map(|(i, sheet)| (i + 1, sheet));
+        let overrides: String = numbered()
+            .map(|(n, _)| {
+                format!(
+                    "<Override PartName=\"/xl/worksheets/sheet{n}.xml\" \
+                     ContentType=\"application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml\"/>"
+                )
+            })
+            .collect();
+        let sheet_list: String = numbered()
+            .map(|(n, (name, _))| {
+                format!("<sheet name=\"{name}\" sheetId=\"{n}\" r:id=\"rId{n}\"/>")
+            })
+            .collect();
+        let sheet_rels: String = numbered()
+            .map(|(n, _)| {
+                format!(
+                    "<Relationship Id=\"rId{n}\" Type=\"{rel}/worksheet\" Target=\"worksheets/sheet{n}.xml\"/>"
+                )
+            })
+            .collect();
+        let mut files = vec![
             (
-                "[Content_Types].xml",
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
-                 <Types xmlns=\"http://schemas.openxmlformats.org/package/2006/content-types\">\
-                 <Default Extension=\"rels\" ContentType=\"application/vnd.openxmlformats-package.relationships+xml\"/>\
-                 <Default Extension=\"xml\" ContentType=\"application/xml\"/>\
-                 <Override PartName=\"/xl/workbook.xml\" ContentType=\"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml\"/>\
-                 <Override PartName=\"/xl/worksheets/sheet1.xml\" ContentType=\"application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml\"/>\
-                 </Types>"
-                    .into(),
+                "[Content_Types].xml".to_string(),
+                format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+                     <Types xmlns=\"http://schemas.openxmlformats.org/package/2006/content-types\">\
+                     <Default Extension=\"rels\" ContentType=\"application/vnd.openxmlformats-package.relationships+xml\"/>\
+                     <Default Extension=\"xml\" ContentType=\"application/xml\"/>\
+                     <Override PartName=\"/xl/workbook.xml\" ContentType=\"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml\"/>\
+                     {overrides}</Types>"
+                ),
             ),
             (
-                "_rels/.rels",
+                "_rels/.rels".to_string(),
                 format!(
                     "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
                      <Relationships xmlns=\"http://schemas.openxmlformats.org/package/2006/relationships\">\
@@ -1701,30 +1880,35 @@ mod tests {
                 ),
             ),
             (
-                "xl/workbook.xml",
+                "xl/workbook.xml".to_string(),
                 format!(
                     "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
-                     <workbook xmlns=\"{ns}\" xmlns:r=\"{rel}\"><sheets>\
-                     <sheet name=\"花名册\" sheetId=\"1\" r:id=\"rId1\"/></sheets></workbook>"
+                     <workbook xmlns=\"{ns}\" xmlns:r=\"{rel}\"><sheets>{sheet_list}</sheets></workbook>"
                 ),
             ),
             (
-                "xl/_rels/workbook.xml.rels",
+                "xl/_rels/workbook.xml.rels".to_string(),
                 format!(
                     "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
                      <Relationships xmlns=\"http://schemas.openxmlformats.org/package/2006/relationships\">\
-                     <Relationship Id=\"rId1\" Type=\"{rel}/worksheet\" Target=\"worksheets/sheet1.xml\"/>\
-                     </Relationships>"
+                     {sheet_rels}</Relationships>"
                 ),
             ),
-            (
-                "xl/worksheets/sheet1.xml",
+        ];
+        for (n, (_, sheet_data)) in numbered() {
+            files.push((
+                format!("xl/worksheets/sheet{n}.xml"),
                 format!(
                     "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
                      <worksheet xmlns=\"{ns}\"><sheetData>{sheet_data}</sheetData></worksheet>"
                 ),
-            ),
-        ])
+            ));
+        }
+        let files: Vec<(&str, String)> = files
+            .iter()
+            .map(|(name, content)| (name.as_str(), content.clone()))
+            .collect();
+        stored_zip(&files)
     }
 
     fn xlsx_row(row: u32, first_col: char, values: &[&str]) -> String {
@@ -1803,5 +1987,246 @@ mod tests {
                 reason: "ID number checksum does not match".into()
             }]
         );
+    }
+
+    const ROSTER_HEADER: [&str; 5] = ["网格", "门牌号", "户主姓名", "姓名", "公民身份号码"];
+
+    fn roster_sheet(name: &str) -> String {
+        [
+            xlsx_row(1, 'A', &["西河村花名册"]),
+            xlsx_row(2, 'A', &ROSTER_HEADER),
+            xlsx_row(
+                3,
+                'A',
+                &[
+                    "西河村第1网格",
+                    "西河村1号",
+                    "林鹏军",
+                    name,
+                    "110102195210235550",
+                ],
+            ),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn roster_behind_a_notes_sheet_is_found() {
+        let notes = xlsx_row(1, 'A', &["说明：本表由村委会填报，请勿修改表头。"]);
+        let other_roster = roster_sheet("邹燕琳");
+        let workbook = xlsx_sheets(&[
+            ("说明", &notes),
+            ("花名册", &roster_sheet("林鹏军")),
+            ("旧表", &other_roster),
+        ]);
+        let roster = read_roster_bytes(&workbook, RosterKind::Xlsx).unwrap();
+        assert!(roster.row_errors.is_empty(), "{:?}", roster.row_errors);
+        // The first sheet with a header row is read, and only that one.
+        assert_eq!(roster.residents_imported, 1);
+        let (h, _) = find(&roster, "林鹏军");
+        assert_eq!(h.village, "西河村");
+    }
+
+    #[test]
+    fn no_header_in_any_sheet_names_the_sheets_searched() {
+        let notes = xlsx_row(1, 'A', &["说明"]);
+        let numbers = [
+            xlsx_row(1, 'A', &["a", "b"]),
+            xlsx_row(2, 'A', &["#1", "#2"]),
+        ]
+        .concat();
+        let workbook = xlsx_sheets(&[("说明", &notes), ("Sheet2", &numbers)]);
+        let err = read_roster_bytes(&workbook, RosterKind::Xlsx).unwrap_err();
+        match &err {
+            RosterError::NoHeader {
+                rows_searched,
+                sheets,
+            } => {
+                assert_eq!(*rows_searched, 2);
+                assert_eq!(sheets, &["说明", "Sheet2"]);
+            }
+            other => panic!("expected NoHeader, got {other:?}"),
+        }
+        assert_eq!(
+            err.to_string(),
+            "no header row found in the first 2 rows of the sheets \"说明\", \"Sheet2\": \
+             expected a row naming the columns 网格, 门牌号, 户主姓名, 姓名, 公民身份号码"
+        );
+        let one = xlsx_sheets(&[("说明", &notes)]);
+        let err = read_roster_bytes(&one, RosterKind::Xlsx).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("no header row found in the first 1 rows of the sheet \"说明\": "),
+            "{err}"
+        );
+        // A CSV file has no sheets to name.
+        let err = read_roster_bytes(b"a,b\n", RosterKind::Csv).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("no header row found in the first 1 rows: expected"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn empty_file_is_reported_as_empty() {
+        let utf16_blank: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain(" \r\n".encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        let samples: [&[u8]; 6] = [
+            b"",
+            b"   \r\n\t\n",
+            b"\xEF\xBB\xBF",
+            b"\xEF\xBB\xBF \r\n\xEF\xBB\xBF",
+            "\u{3000}\n".as_bytes(),
+            &utf16_blank,
+        ];
+        for bytes in samples {
+            for kind in [RosterKind::Csv, RosterKind::Xlsx] {
+                let err = read_roster_bytes(bytes, kind).unwrap_err();
+                assert!(
+                    matches!(err, RosterError::Empty),
+                    "{bytes:?} as {kind:?}: {err:?}"
+                );
+                assert_eq!(err.to_string(), "the file is empty");
+            }
+        }
+        // Blank lines of separators are not an empty file, only a headerless one.
+        assert!(matches!(
+            read_roster_bytes(b",,,\n,,,\n", RosterKind::Csv),
+            Err(RosterError::NoHeader { .. })
+        ));
+    }
+
+    #[test]
+    fn bytes_that_are_no_workbook_say_so() {
+        const PREFIX: &str =
+            "not a valid .xlsx workbook (it may be damaged, or another format renamed to .xlsx): ";
+        let xlsx = std::fs::read(fixture("village_a.xlsx")).unwrap();
+        let csv = std::fs::read(fixture("village_b_gbk.csv")).unwrap();
+        let samples: [&[u8]; 4] = [
+            &csv,
+            &xlsx[..xlsx.len() / 2],
+            b"\x13\x8a\xff random bytes \x00\x01",
+            b"PK\x03\x04 and then nothing",
+        ];
+        for bytes in samples {
+            let err = read_roster_bytes(bytes, RosterKind::Xlsx).unwrap_err();
+            assert!(matches!(err, RosterError::NotAWorkbook(_)), "{err:?}");
+            let message = err.to_string();
+            let detail = message
+                .strip_prefix(PREFIX)
+                .unwrap_or_else(|| panic!("{message}"));
+            assert!(!detail.trim().is_empty(), "{message}");
+        }
+    }
+
+    #[test]
+    fn rows_cut_short_are_reported_not_imported() {
+        // Lines: 1 header (with trailing empty cells), 2 cut before the ID column, 3
+        // only four cells, 4 ending right after the ID column (imported), 5 a note.
+        let csv = format!(
+            "{HEADER},,\n\
+             1,,西河村第1网格,西河村1号,林鹏军,林鹏军,户主,男\n\
+             2,,西河村第1网格,西河村1号\n\
+             3,,西河村第1网格,西河村1号,林鹏军,邹燕琳,配偶,女,110102195107316846\n\
+             制表人：张三\n"
+        );
+        let roster = read_roster_bytes(csv.as_bytes(), RosterKind::Csv).unwrap();
+        assert_eq!(
+            roster.row_errors,
+            [
+                RowError {
+                    line: 2,
+                    name: "林鹏军".into(),
+                    reason: "the row is cut short: it has 8 cells, the header has 13".into(),
+                },
+                RowError {
+                    line: 3,
+                    name: String::new(),
+                    reason: "the row is cut short: it has 4 cells, the header has 13".into(),
+                },
+            ]
+        );
+        assert_eq!(roster.residents_imported, 1);
+        let (h, r) = find(&roster, "邹燕琳");
+        assert_eq!(r.id_number.as_deref(), Some("110102195107316846"));
+        assert_eq!(h.head_name, "林鹏军");
+    }
+
+    #[test]
+    fn birth_dates_in_the_future_or_before_1890_are_refused() {
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 29).unwrap();
+        assert_eq!(check_birth_date("2026-11-29", today), Ok(()));
+        assert_eq!(
+            check_birth_date("2026-11-30", today),
+            Err("birth date is in the future".into())
+        );
+        assert_eq!(check_birth_date("1890-01-01", today), Ok(()));
+        assert_eq!(
+            check_birth_date("1889-12-31", today),
+            Err("birth date is before 1890".into())
+        );
+
+        // Through a whole import, against the real local date.
+        let tomorrow = chrono::Local::now().date_naive() + chrono::Days::new(1);
+        let csv = format!(
+            "{HEADER}\n\
+             1,,西河村第1网格,西河村1号,林鹏军,林鹏军,户主,男,,{tomorrow},,,\n\
+             2,,西河村第1网格,西河村1号,林鹏军,邹燕琳,配偶,女,,1889.12.31,,,\n\
+             3,,西河村第1网格,西河村1号,林鹏军,林秀杰,女,女,,17991231,,,\n\
+             4,,西河村第1网格,西河村1号,林鹏军,林老太,母亲,女,,1890-01-01,,,\n\
+             5,,西河村第1网格,西河村1号,林鹏军,林小宝,子,男,,2999.1.1,,,\n"
+        );
+        let roster = read_roster_bytes(csv.as_bytes(), RosterKind::Csv).unwrap();
+        let reasons: Vec<_> = roster
+            .row_errors
+            .iter()
+            .map(|e| (e.line, e.name.as_str(), e.reason.as_str()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (2, "林鹏军", "birth date is in the future"),
+                (3, "邹燕琳", "birth date is before 1890"),
+                (4, "林秀杰", "birth date is before 1890"),
+                (6, "林小宝", "birth date is in the future"),
+            ]
+        );
+        assert_eq!(roster.residents_imported, 1);
+        assert_eq!(
+            find(&roster, "林老太").1.birth_date.as_deref(),
+            Some("1890-01-01")
+        );
+    }
+
+    #[test]
+    fn empty_id_cell_is_imported_without_an_id_number() {
+        // The ID cell is there but empty, and the row ends with it.
+        let csv = format!(
+            "{HEADER}\n\
+             1,,西河村第1网格,西河村1号,林鹏军,林鹏军,户主,男,\n\
+             2,,西河村第1网格,西河村1号,林鹏军,林小宝,子,男,  ,2020-01-01,,,\n"
+        );
+        let roster = read_roster_bytes(csv.as_bytes(), RosterKind::Csv).unwrap();
+        assert!(roster.row_errors.is_empty(), "{:?}", roster.row_errors);
+        assert_eq!(roster.residents_imported, 2);
+        assert_eq!(find(&roster, "林鹏军").1.id_number, None);
+        assert_eq!(find(&roster, "林小宝").1.id_number, None);
+    }
+
+    #[test]
+    fn io_error_names_the_path_once() {
+        let path = Path::new("/nonexistent/doorstep/roster.csv");
+        let err = read_roster(path).unwrap_err();
+        assert!(matches!(err, RosterError::Io { .. }), "{err:?}");
+        let message = err.to_string();
+        assert_eq!(
+            message.matches("/nonexistent/doorstep/roster.csv").count(),
+            1,
+            "{message}"
+        );
+        assert!(message.starts_with("could not read /nonexistent/doorstep/roster.csv: "));
     }
 }

@@ -38,8 +38,8 @@ use doorstep_core::protocol::{
     SyncSession, UpdateKind,
 };
 use doorstep_core::store::{NewVisit, Store, now_ms};
-use doorstep_server::db::{Scope, ServerDb};
-use doorstep_server::demo::{DEMO_GRID, demo_households};
+use doorstep_server::db::{GridRef, Scope, ServerDb};
+use doorstep_server::demo::{DEMO_GRID, DEMO_VILLAGE, demo_households};
 use tempfile::TempDir;
 use uuid::Uuid;
 
@@ -71,8 +71,12 @@ impl Server {
             .collect();
         db.import_households(&households)
             .expect("import households");
-        db.add_user(USER, PASSWORD, &Scope::Grids(vec![DEMO_GRID.into()]))
-            .expect("add user");
+        db.add_user(
+            USER,
+            PASSWORD,
+            &Scope::Grids(vec![GridRef::new(DEMO_VILLAGE, DEMO_GRID)]),
+        )
+        .expect("add user");
         Self { _dir: dir, db, ids }
     }
 }

@@ -36,21 +36,50 @@ pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The `doorstep-server` binary built next to this test binary.
+/// The `doorstep-server` binary of this workspace, built (or found fresh) next to this
+/// test binary.
 ///
-/// Panics when it was not built: `cargo test --workspace` builds it.
+/// Panics when cargo cannot build it.
 pub fn server_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(build_server_binary).clone()
+}
+
+/// Cargo builds a package's own binaries for its integration tests, but not another
+/// package's; so the first test that needs the server asks cargo to build it (a no-op
+/// when it is fresh), in the profile these tests were built with.
+fn build_server_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
+    let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target profile folder");
-    let bin = dir.join(format!("doorstep-server{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} is not built: run the tests with `cargo test --workspace`",
-        bin.display()
-    );
+    let target_dir = profile_dir.parent().expect("target folder");
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    // The same targets as `cargo test --workspace`, so that features resolve alike and
+    // nothing is rebuilt back and forth; this includes the server binary.
+    cmd.args(["build", "--quiet", "--workspace", "--bins", "--tests"])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(workspace_root());
+    match profile {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let status = cmd.status().expect("run cargo to build doorstep-server");
+    assert!(status.success(), "cargo could not build doorstep-server");
+    let bin = profile_dir.join(format!("doorstep-server{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.exists(), "{} was not built", bin.display());
     bin
 }
 

@@ -12,7 +12,7 @@ use doorstep_core::media::MediaError;
 use doorstep_core::model::{HouseholdId, ProfileField, VisitId, VisitOutcome};
 use doorstep_core::store::{HouseholdQuery, NewVisit, Store, now_ms};
 use doorstep_core::sync::{Client, sync_now};
-use doorstep_server::db::{Scope, ServerDb};
+use doorstep_server::db::{GridRef, Scope, ServerDb};
 use doorstep_tests::{ServerProcess, fixture, fixtures, jpeg_has_no_metadata, server_binary};
 use sha2::{Digest, Sha256};
 
@@ -88,16 +88,21 @@ fn field() -> Field {
     import(&data, "roster/village_a.xlsx");
     let roster = doorstep_server::roster::read_roster(&fixture("roster/village_a.xlsx")).unwrap();
     let grid = roster.households[0].grid.clone();
+    let village = roster.households[0].village.clone();
     {
         let db = ServerDb::open(&data).unwrap();
         for name in ["worker-a", "worker-b", "worker-c"] {
-            db.add_user(name, PASSWORD, &Scope::Grids(vec![grid.clone()]))
-                .unwrap();
+            db.add_user(
+                name,
+                PASSWORD,
+                &Scope::Grids(vec![GridRef::new(&village, &grid)]),
+            )
+            .unwrap();
         }
         db.add_user(
             "other-grid",
             PASSWORD,
-            &Scope::Grids(vec!["no such grid".into()]),
+            &Scope::Grids(vec![GridRef::new(&village, "no such grid")]),
         )
         .unwrap();
     }
@@ -505,6 +510,30 @@ fn the_sync_endpoint_is_never_open_and_refuses_hostile_requests() {
         )),
         400
     );
+    // The scheme name is case-insensitive.
+    let lower = agent()
+        .post(format!("{url}/v1/sync"))
+        .header("Authorization", format!("bearer {token}"))
+        .send(
+            &doorstep_core::protocol::encode(&doorstep_core::protocol::SyncRequest {
+                v: doorstep_core::protocol::PROTOCOL_VERSION,
+                cursor: 0,
+                push: vec![],
+                pull: None,
+            })[..],
+        )
+        .unwrap();
+    assert_eq!(lower.status().as_u16(), 200);
+    // Bad input answers with the API's JSON error body.
+    let mut bad = agent()
+        .post(format!("{url}/v1/devices/sign-in"))
+        .content_type("application/json")
+        .send(&b"{not json"[..])
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    let body: serde_json::Value =
+        serde_json::from_slice(&bad.body_mut().read_to_vec().unwrap()).unwrap();
+    assert_eq!(body["code"], "bad_request");
     let huge = vec![0u8; 17 << 20];
     let r = ureq_agent::post(&agent(), &format!("{url}/v1/sync"), Some(&token), &huge);
     assert!(
@@ -606,4 +635,99 @@ mod ureq_agent {
                 .send(body),
         )
     }
+}
+
+/// A valid 18-character ID number (GB 11643-1999 check character) from 17 digits.
+fn id_number(first17: &str) -> String {
+    const W: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    let sum: u32 = first17
+        .chars()
+        .zip(W)
+        .map(|(c, w)| c.to_digit(10).unwrap() * w)
+        .sum();
+    let check = b"10X98765432"[(sum % 11) as usize] as char;
+    format!("{first17}{check}")
+}
+
+fn roster_csv(village: &str, rows: &[(&str, &str, &str)]) -> String {
+    let mut csv = format!(
+        "{village}户籍人员花名册\n序号,村民小组,网格,门牌号,户主姓名,姓名,与户主关系,性别,公民身份号码,出生日期,联系电话,重点人群,备注\n"
+    );
+    for (i, (name, relation, id17)) in rows.iter().enumerate() {
+        csv += &format!(
+            "{},第1组,第1网格,{village}1号,赵大,{name},{relation},男,{},1980-01-0{},,,\n",
+            i + 1,
+            id_number(id17),
+            i + 1
+        );
+    }
+    csv
+}
+
+#[test]
+fn a_corrected_roster_adds_its_new_residents_and_grid_names_do_not_leak_across_villages() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    let write = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let run = |file: &Path| -> serde_json::Value {
+        let out = Command::new(server_binary())
+            .args(["import-roster", "--json", "--data"])
+            .arg(&data)
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let first = write(
+        "a1.csv",
+        roster_csv("甲村", &[("赵大", "户主", "11010119800101001")]),
+    );
+    assert_eq!(run(&first)["households_created"], 1);
+    let corrected = write(
+        "a2.csv",
+        roster_csv(
+            "甲村",
+            &[
+                ("赵大", "户主", "11010119800101001"),
+                ("钱二", "子", "11010120050101002"),
+            ],
+        ),
+    );
+    let again = run(&corrected);
+    assert_eq!(again["households_already_present"], 1);
+    assert_eq!(again["residents_added_to_existing"], 1, "the new row lands");
+    let other = write(
+        "b.csv",
+        roster_csv("乙村", &[("赵大", "户主", "11010119800101003")]),
+    );
+    assert_eq!(run(&other)["households_created"], 1);
+
+    let db = ServerDb::open(&data).unwrap();
+    assert_eq!(db.totals().unwrap().residents, 3);
+    db.add_user(
+        "jia",
+        PASSWORD,
+        &Scope::Grids(vec![GridRef::new("甲村", "第1网格")]),
+    )
+    .unwrap();
+    drop(db);
+    let server = ServerProcess::start(&data);
+    let mut phone = Store::open(dir.path().join("jia.db")).unwrap();
+    Client::new(&server.url())
+        .sign_in(&mut phone, "jia", PASSWORD)
+        .unwrap();
+    sync_now(&mut phone, None, |_| {}).unwrap();
+    let seen = phone.households(&HouseholdQuery::default()).unwrap();
+    assert_eq!(seen.len(), 1, "only 甲村's 第1网格, not 乙村's");
+    assert_eq!(seen[0].village, "甲村");
+    assert_eq!(phone.household(seen[0].id).unwrap().residents.len(), 2);
 }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use doorstep_core::model::{Household, HouseholdId, ProfileField, VisitOutcome};
 use doorstep_core::protocol::{Effect, Incoming, Outgoing, Step, SyncSession};
 use doorstep_core::store::{NewVisit, Store};
-use doorstep_server::db::{Device, Scope, ServerDb};
+use doorstep_server::db::{Device, GridRef, Scope, ServerDb};
 use proptest::prelude::*;
 
 const GRID: &str = "测试村第1网格";
@@ -129,8 +129,12 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut phones = Vec::new();
     for i in 0..PHONES {
         let name = format!("phone-{i}");
-        db.add_user(&name, "password-123", &Scope::Grids(vec![GRID.into()]))
-            .unwrap();
+        db.add_user(
+            &name,
+            "password-123",
+            &Scope::Grids(vec![GridRef::new("测试村", GRID)]),
+        )
+        .unwrap();
         let store = Store::open(dir.path().join(format!("{name}.db"))).unwrap();
         let token = db
             .sign_in(&name, "password-123", store.device_id())
