@@ -52,6 +52,9 @@ pub enum Error {
     Server {
         /// HTTP status code.
         status: u16,
+        /// The server's stable error code (`bad_request`, `conflict`, `too_large`, ...);
+        /// empty when the answer did not come from a Doorstep server.
+        code: String,
         /// The server's message.
         message: String,
     },

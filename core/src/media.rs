@@ -181,6 +181,9 @@ pub fn intake_photo(input: &[u8], limits: &PhotoLimits) -> Result<IntakePhoto, M
             max_bytes: limits.max_input_bytes,
         });
     }
+    if input.is_empty() {
+        return Err(MediaError::Corrupt("the file is empty".into()));
+    }
     let format = sniff_format(input)?;
     if format == ImageFormat::Jpeg && !jpeg_has_end_marker(input) {
         return Err(MediaError::Truncated);
@@ -773,9 +776,12 @@ mod tests {
     #[test]
     fn other_formats_are_unsupported() {
         let limits = PhotoLimits::default();
+        assert!(matches!(
+            intake_photo(b"", &limits),
+            Err(MediaError::Corrupt(m)) if m == "the file is empty"
+        ));
         for input in [
-            &b""[..],
-            b"GIF89a\x01\x00\x01\x00",
+            &b"GIF89a\x01\x00\x01\x00"[..],
             b"RIFF\0\0\0\0WEBPVP8 ",
             b"\xFF\xD8",
             b"%PDF-1.7",

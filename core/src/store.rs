@@ -124,14 +124,25 @@ impl Store {
     /// Opens (creating when absent) the store at `path`, applies pending migrations and
     /// creates the device ID on first open.
     ///
-    /// Errors: [`Error::Storage`] when the file cannot be opened or is not a database;
-    /// [`Error::StoreTooNew`] when a newer build wrote it.
+    /// Errors: [`Error::Invalid`] for an empty path or `:memory:` (nothing would be
+    /// kept) and for a SQLite file that is not a Doorstep phone store (it is left
+    /// untouched); [`Error::Storage`] when the file cannot be opened or is not a
+    /// database; [`Error::StoreTooNew`] when a newer build wrote it.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = path.to_string_lossy();
+        if text.is_empty() || text.starts_with(":memory:") || text.starts_with("file::memory:") {
+            return Err(Error::Invalid {
+                field: "path",
+                reason: "the store needs a file on disk; nothing in memory survives".into(),
+            });
+        }
         let conn = Connection::open(path)?;
         Self::with_connection(conn)
     }
 
     fn with_connection(mut conn: Connection) -> Result<Self> {
+        check_identity(&conn)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -188,9 +199,40 @@ impl Store {
     }
 
     /// Households on this phone matching `query`, by grid and door number.
+    ///
+    /// Errors: [`Error::Invalid`] for a search text over 100 characters or an unknown
+    /// status.
     pub fn households(&self, query: &HouseholdQuery) -> Result<Vec<HouseholdSummary>> {
         let limit = if query.limit == 0 { 100 } else { query.limit };
-        let text = query.text.as_deref().unwrap_or("").trim().to_string();
+        let raw = query.text.as_deref().unwrap_or("");
+        if raw.chars().count() > 100 {
+            return Err(Error::Invalid {
+                field: "text",
+                reason: "a search is at most 100 characters".into(),
+            });
+        }
+        if let Some(status) = &query.status
+            && !STATUSES.contains(&status.as_str())
+        {
+            return Err(Error::Invalid {
+                field: "status",
+                reason: format!("one of {}", STATUSES.join(", ")),
+            });
+        }
+        // Full-width digits and the spaces or dashes of a spoken phone number match
+        // the digits stored; control characters match nothing.
+        let mut text: String = normalize_digits(raw)
+            .chars()
+            .filter(|c| !c.is_control())
+            .collect::<String>()
+            .trim()
+            .to_string();
+        if text
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-'))
+        {
+            text.retain(|c| c.is_ascii_digit());
+        }
         let like = format!("%{}%", escape_like(&text));
         let suffix = format!("%{} %", escape_like(&text));
         let mut stmt = self.conn.prepare_cached(
@@ -235,18 +277,11 @@ impl Store {
     /// Records a visit to a household, durably: when this returns `Ok` the visit is on
     /// disk and queued for the server. `visitor` is the signed-in account.
     ///
-    /// Errors: [`Error::NoSuchHousehold`]; [`Error::Invalid`] when the times are
-    /// reversed; [`Error::Storage`] (for instance a full disk), in which case nothing
-    /// was written.
+    /// Errors: [`Error::NoSuchHousehold`]; [`Error::Invalid`] naming the field when the
+    /// visit breaks a rule of [`validate_visit`]; [`Error::Storage`] (for instance a
+    /// full disk), in which case nothing was written.
     pub fn record_visit(&mut self, household: HouseholdId, visit: NewVisit) -> Result<VisitId> {
-        if let Some(end) = visit.finished_at_ms
-            && end < visit.started_at_ms
-        {
-            return Err(Error::Invalid {
-                field: "finished_at_ms",
-                reason: "the visit ends before it starts".into(),
-            });
-        }
+        validate_visit(&visit)?;
         let visitor = get_meta(&self.conn, "username")?.unwrap_or_default();
         let id = VisitId::new();
         let value = Visit {
@@ -315,12 +350,43 @@ impl Store {
     }
 
     /// Sets a profile field of a household (its phone, head's name or address).
+    ///
+    /// Errors: [`Error::Invalid`] for a phone that is not 7 to 15 digits (after spaces
+    /// and dashes are removed; empty clears it) or a text over 200 characters.
     pub fn set_household_field(
         &mut self,
         household: HouseholdId,
         field: ProfileField,
         value: &str,
     ) -> Result<()> {
+        let cleaned;
+        let value = match field {
+            ProfileField::Phone => {
+                cleaned = normalize_digits(value)
+                    .chars()
+                    .filter(|c| !matches!(c, ' ' | '-'))
+                    .collect::<String>();
+                let ok = cleaned.is_empty()
+                    || ((7..=15).contains(&cleaned.len())
+                        && cleaned.bytes().all(|b| b.is_ascii_digit()));
+                if !ok {
+                    return Err(Error::Invalid {
+                        field: "phone",
+                        reason: "a phone number is 7 to 15 digits".into(),
+                    });
+                }
+                cleaned.as_str()
+            }
+            ProfileField::HeadName | ProfileField::Address => {
+                if value.chars().count() > 200 {
+                    return Err(Error::Invalid {
+                        field: field.key(),
+                        reason: "at most 200 characters".into(),
+                    });
+                }
+                value
+            }
+        };
         self.edit(household, |doc| {
             model::set_profile_field(doc, field, value, now_ms())
         })
@@ -506,6 +572,28 @@ impl Store {
     }
 }
 
+/// `PRAGMA application_id` of a phone store ("DSTP"), set by the first migration.
+pub const APPLICATION_ID: i32 = 0x4453_5450;
+
+/// Refuses a SQLite file that is not a phone store (a server database, some other
+/// app's file) before anything is written to it. A file with no tables is new.
+fn check_identity(conn: &Connection) -> Result<()> {
+    let app: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+    let tables: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+        [],
+        |r| r.get(0),
+    )?;
+    if app == APPLICATION_ID || (app == 0 && tables == 0) {
+        Ok(())
+    } else {
+        Err(Error::Invalid {
+            field: "path",
+            reason: "the file is a SQLite database, but not a Doorstep phone store".into(),
+        })
+    }
+}
+
 fn migrate(conn: &mut Connection) -> Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > SCHEMA_VERSION {
@@ -667,6 +755,89 @@ fn apply_update(tx: &Transaction<'_>, device: &DeviceId, update: &DocUpdate) -> 
     Ok(())
 }
 
+/// The statuses a household list can be filtered by.
+const STATUSES: [&str; 5] = [
+    "completed",
+    "nobody_home",
+    "refused",
+    "moved_away",
+    "unvisited",
+];
+
+/// Longest remarks of a visit, in characters.
+pub const MAX_REMARKS_CHARS: usize = 2000;
+
+/// Checks a visit before it is written: times between 2000-01-01 and 2100-01-01 UTC,
+/// the end not before the start and at most 24 hours after it; at most 32 target
+/// groups of at most 50 characters; remarks of at most [`MAX_REMARKS_CHARS`];
+/// latitude -90..=90 and longitude -180..=180 degrees, accuracy 0..=100,000 m.
+///
+/// Errors: [`Error::Invalid`] naming the first field that breaks a rule.
+pub fn validate_visit(visit: &NewVisit) -> Result<()> {
+    const Y2000: i64 = 946_684_800_000;
+    const Y2100: i64 = 4_102_444_800_000;
+    let bad = |field: &'static str, reason: &str| {
+        Err(Error::Invalid {
+            field,
+            reason: reason.into(),
+        })
+    };
+    if !(Y2000..Y2100).contains(&visit.started_at_ms) {
+        return bad(
+            "started_at_ms",
+            "the start is not between the years 2000 and 2100",
+        );
+    }
+    if let Some(end) = visit.finished_at_ms {
+        if end < visit.started_at_ms {
+            return bad("finished_at_ms", "the visit ends before it starts");
+        }
+        if end - visit.started_at_ms > 24 * 3_600_000 {
+            return bad("finished_at_ms", "the visit lasts more than 24 hours");
+        }
+    }
+    if visit.target_groups_reached.len() > 32
+        || visit
+            .target_groups_reached
+            .iter()
+            .any(|g| g.trim().is_empty() || g.chars().count() > 50)
+    {
+        return bad(
+            "target_groups_reached",
+            "at most 32 groups, each named in 1 to 50 characters",
+        );
+    }
+    if visit.remarks.chars().count() > MAX_REMARKS_CHARS {
+        return bad("remarks", "remarks are at most 2000 characters");
+    }
+    if let Some(p) = visit.location {
+        if !(p.lat.is_finite() && (-90.0..=90.0).contains(&p.lat)) {
+            return bad("location.lat", "latitude is -90 to 90 degrees");
+        }
+        if !(p.lon.is_finite() && (-180.0..=180.0).contains(&p.lon)) {
+            return bad("location.lon", "longitude is -180 to 180 degrees");
+        }
+        if let Some(a) = p.accuracy_m
+            && !(a.is_finite() && (0.0..=100_000.0).contains(&a))
+        {
+            return bad("location.accuracy_m", "accuracy is 0 to 100,000 metres");
+        }
+    }
+    Ok(())
+}
+
+/// Full-width digits (０-９) as ASCII digits.
+fn normalize_digits(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '０'..='９' => char::from(b'0' + (c as u32 - '０' as u32) as u8),
+            '－' => '-',
+            '\u{3000}' => ' ',
+            c => c,
+        })
+        .collect()
+}
+
 /// Parses one change's bytes, for tools that inspect the outbox.
 pub fn parse_change(bytes: &[u8]) -> Option<Change> {
     Change::from_bytes(bytes.to_vec()).ok()
@@ -763,8 +934,8 @@ mod tests {
                 id,
                 NewVisit {
                     outcome: VisitOutcome::Completed,
-                    started_at_ms: 1,
-                    finished_at_ms: Some(2),
+                    started_at_ms: 1_780_000_000_000,
+                    finished_at_ms: Some(1_780_000_000_001),
                     target_groups_reached: vec![],
                     remarks: String::new(),
                     location: None,
@@ -813,8 +984,8 @@ mod tests {
         let err = loop {
             let visit = NewVisit {
                 outcome: VisitOutcome::Completed,
-                started_at_ms: 1,
-                finished_at_ms: Some(2),
+                started_at_ms: 1_780_000_000_000,
+                finished_at_ms: Some(1_780_000_000_001),
                 target_groups_reached: vec![],
                 remarks: "x".repeat(2000),
                 location: None,
@@ -836,6 +1007,130 @@ mod tests {
     }
 
     #[test]
+    fn memory_paths_and_foreign_databases_are_refused_and_left_untouched() {
+        assert!(matches!(
+            Store::open(""),
+            Err(Error::Invalid { field: "path", .. })
+        ));
+        assert!(matches!(
+            Store::open(":memory:"),
+            Err(Error::Invalid { field: "path", .. })
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let foreign = dir.path().join("other.db");
+        Connection::open(&foreign)
+            .unwrap()
+            .execute_batch("CREATE TABLE notes (t TEXT); INSERT INTO notes VALUES ('x');")
+            .unwrap();
+        let before = std::fs::read(&foreign).unwrap();
+        assert!(matches!(
+            Store::open(&foreign),
+            Err(Error::Invalid { field: "path", .. })
+        ));
+        assert_eq!(
+            std::fs::read(&foreign).unwrap(),
+            before,
+            "the file is untouched"
+        );
+        let ours = dir.path().join("s.db");
+        drop(Store::open(&ours).unwrap());
+        Store::open(&ours).unwrap();
+    }
+
+    fn visit_at(start: i64) -> NewVisit {
+        NewVisit {
+            outcome: VisitOutcome::Completed,
+            started_at_ms: start,
+            finished_at_ms: Some(start + 60_000),
+            target_groups_reached: vec!["老年人".into()],
+            remarks: String::new(),
+            location: Some(GeoPoint {
+                lat: 30.0,
+                lon: 120.0,
+                accuracy_m: Some(10.0),
+            }),
+        }
+    }
+
+    #[test]
+    fn visits_breaking_a_rule_are_refused_with_the_field_named() {
+        let now = 1_780_000_000_000;
+        assert!(validate_visit(&visit_at(now)).is_ok());
+        let field = |v: NewVisit| match validate_visit(&v) {
+            Err(Error::Invalid { field, .. }) => field,
+            other => panic!("expected Invalid, got {other:?}"),
+        };
+        assert_eq!(field(visit_at(i64::MIN)), "started_at_ms");
+        let mut v = visit_at(now);
+        v.finished_at_ms = Some(now + 25 * 3_600_000);
+        assert_eq!(field(v), "finished_at_ms");
+        let mut v = visit_at(now);
+        v.remarks = "诈".repeat(MAX_REMARKS_CHARS + 1);
+        assert_eq!(field(v), "remarks");
+        let mut v = visit_at(now);
+        v.location = Some(GeoPoint {
+            lat: f64::NAN,
+            lon: 0.0,
+            accuracy_m: None,
+        });
+        assert_eq!(field(v), "location.lat");
+        let mut v = visit_at(now);
+        v.location = Some(GeoPoint {
+            lat: 0.0,
+            lon: -999.0,
+            accuracy_m: None,
+        });
+        assert_eq!(field(v), "location.lon");
+        let mut v = visit_at(now);
+        v.location = Some(GeoPoint {
+            lat: 0.0,
+            lon: 0.0,
+            accuracy_m: Some(-1.0),
+        });
+        assert_eq!(field(v), "location.accuracy_m");
+        let mut v = visit_at(now);
+        v.target_groups_reached = vec!["x".into(); 33];
+        assert_eq!(field(v), "target_groups_reached");
+    }
+
+    #[test]
+    fn phones_are_checked_and_searches_match_as_people_type_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path().join("s.db")).unwrap();
+        let (id, bytes) = sample_doc();
+        s.insert_household_doc(&bytes, id).unwrap();
+        assert!(matches!(
+            s.set_household_field(id, ProfileField::Phone, "not a phone ☎"),
+            Err(Error::Invalid { field: "phone", .. })
+        ));
+        s.set_household_field(id, ProfileField::Phone, "１３９ 1234-5678")
+            .unwrap();
+        assert_eq!(s.household(id).unwrap().phone, "13912345678");
+        let q = |t: &str| HouseholdQuery {
+            text: Some(t.into()),
+            ..Default::default()
+        };
+        assert_eq!(s.households(&q("５６７８")).unwrap().len(), 1);
+        assert_eq!(s.households(&q("1234 5678")).unwrap().len(), 1);
+        assert_eq!(s.households(&q("%")).unwrap().len(), 0);
+        assert!(matches!(
+            s.households(&q(&"张".repeat(101))),
+            Err(Error::Invalid { field: "text", .. })
+        ));
+        let bad_status = HouseholdQuery {
+            status: Some("COMPLETED".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            s.households(&bad_status),
+            Err(Error::Invalid {
+                field: "status",
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn reversed_times_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(dir.path().join("s.db")).unwrap();
@@ -846,8 +1141,8 @@ mod tests {
                 id,
                 NewVisit {
                     outcome: VisitOutcome::Completed,
-                    started_at_ms: 10,
-                    finished_at_ms: Some(5),
+                    started_at_ms: 1_780_000_000_010,
+                    finished_at_ms: Some(1_780_000_000_005),
                     target_groups_reached: vec![],
                     remarks: String::new(),
                     location: None,

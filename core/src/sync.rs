@@ -50,12 +50,18 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for the server at `base_url` (`http://host:port` or `https://...`), with a
-    /// 60 s limit on each request.
+    /// A client for the server at `base_url` (`http://host:port` or `https://...`).
+    ///
+    /// Timeouts are for stalls, not for totals, so a photo crawls through on a weak
+    /// link (2G in a courtyard) instead of failing at a fixed deadline: 20 s to
+    /// connect, and 30 s for any one read or write on the socket to make progress.
     pub fn new(base_url: &str) -> Self {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
+            .timeout_global(None)
+            .timeout_connect(Some(Duration::from_secs(20)))
+            .timeout_per_read(Some(Duration::from_secs(30)))
+            .timeout_per_write(Some(Duration::from_secs(30)))
             .build();
         Self {
             base: base_url.trim_end_matches('/').to_string(),
@@ -79,9 +85,11 @@ impl Client {
             return Err(Error::Unauthorized(error_message(&body)));
         }
         if !(200..300).contains(&status) {
+            let (code, message) = error_parts(&body);
             return Err(Error::Server {
                 status,
-                message: error_message(&body),
+                code,
+                message,
             });
         }
         Ok((status, body))
@@ -107,7 +115,8 @@ impl Client {
         let (_, body) = Self::read(resp)?;
         let answer: SignInResponse = serde_json::from_slice(&body).map_err(|_| Error::Server {
             status: 200,
-            message: "malformed sign-in answer".into(),
+            code: "malformed_answer".into(),
+            message: "the sign-in answer is not what a Doorstep server sends".into(),
         })?;
         store.set_setting("server_url", &self.base)?;
         store.set_setting("username", username)?;
@@ -164,9 +173,26 @@ impl Client {
 }
 
 fn error_message(body: &[u8]) -> String {
-    serde_json::from_slice::<ErrorBody>(body)
-        .map(|e| e.message)
-        .unwrap_or_else(|_| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned())
+    error_parts(body).1
+}
+
+/// The server's `{code, message}` error body; for anything else (a proxy's page), an
+/// empty code and the start of the text.
+fn error_parts(body: &[u8]) -> (String, String) {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => (e.code, e.message),
+        Err(_) => {
+            let text = String::from_utf8_lossy(&body[..body.len().min(200)])
+                .trim()
+                .to_string();
+            let text = if text.is_empty() {
+                "no explanation given".to_string()
+            } else {
+                text
+            };
+            (String::new(), text)
+        }
+    }
 }
 
 /// Syncs the store with the server it signed in to: pushes the outbox, pulls every page

@@ -26,6 +26,9 @@ use crate::error::{Error, Result};
 
 const MIGRATIONS: &[&str] = &[include_str!("db/0001_init.sql")];
 
+/// `PRAGMA application_id` of a server database ("DSSV"), set by the first migration.
+pub const APPLICATION_ID: i32 = 0x4453_5356;
+
 /// Bound on the bytes of document updates in one pull page (2 MiB).
 pub const PAGE_BYTES: usize = 2 << 20;
 /// Bound on change-log rows read for one pull page.
@@ -164,6 +167,22 @@ impl ServerDb {
             Error::Internal(format!("cannot open the database {}: {e}", path.display()))
         };
         let mut conn = Connection::open(&path).map_err(in_file)?;
+        let app: i32 = conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(in_file)?;
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(in_file)?;
+        if !(app == APPLICATION_ID || (app == 0 && tables == 0)) {
+            return Err(Error::Internal(format!(
+                "{} is a SQLite database, but not a Doorstep server's",
+                path.display()
+            )));
+        }
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(in_file)?;
         conn.pragma_update(None, "synchronous", "FULL")?;

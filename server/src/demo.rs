@@ -171,7 +171,7 @@ fn run_phones(url: String, phones: PathBuf) -> Result<()> {
         for (n, store) in stores.iter_mut().enumerate() {
             let p = sync_now(store, None, |_| {}).map_err(core_err)?;
             println!(
-                "phone {} sync {}: {} changes sent, {} document updates received, {} of {} photos uploaded",
+                "phone {} sync {}: {} changes sent, {} document updates received, {} of {} files (photos and thumbnails) uploaded",
                 n + 1,
                 round + 1,
                 p.changes_sent,

@@ -1,4 +1,6 @@
 -- Schema version 1: documents, outbox, sync state, blobs.
+-- Marks the file as a Doorstep phone store ("DSTP"), so no other SQLite file is taken for one.
+PRAGMA application_id = 1146311760;
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY NOT NULL,
     value TEXT NOT NULL

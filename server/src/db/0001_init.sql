@@ -1,4 +1,6 @@
 -- Server schema version 1.
+-- Marks the file as a Doorstep server database ("DSSV").
+PRAGMA application_id = 1146311510;
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY NOT NULL,
     value TEXT NOT NULL

@@ -158,8 +158,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         ids[household],
                         NewVisit {
                             outcome: VisitOutcome::NobodyHome,
-                            started_at_ms: 1,
-                            finished_at_ms: Some(2),
+                            started_at_ms: 1_780_000_000_000,
+                            finished_at_ms: Some(1_780_000_000_001),
                             target_groups_reached: vec![],
                             remarks: String::new(),
                             location: None,
