@@ -29,6 +29,10 @@ const MIGRATIONS: &[&str] = &[include_str!("db/0001_init.sql")];
 /// `PRAGMA application_id` of a server database ("DSSV"), set by the first migration.
 pub const APPLICATION_ID: i32 = 0x4453_5356;
 
+/// Largest single change accepted (1 MiB). A visit's change is about 0.5 KB; the phone
+/// bounds every field it writes, so only a broken or hostile client comes near this.
+pub const MAX_CHANGE_BYTES: usize = 1 << 20;
+
 /// Bound on the bytes of document updates in one pull page (2 MiB).
 pub const PAGE_BYTES: usize = 2 << 20;
 /// Bound on change-log rows read for one pull page.
@@ -723,6 +727,10 @@ fn push_doc(
             refuse(resp, hash, "not a valid Automerge change");
             continue;
         };
+        if change.raw_bytes().len() > MAX_CHANGE_BYTES {
+            refuse(resp, hash, "the change is larger than 1 MiB");
+            continue;
+        }
         if change.actor_id() != &actor {
             refuse(resp, hash, "the change was made by another device");
             continue;
