@@ -110,24 +110,27 @@ pub fn demo_photo(seed: u32) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-fn phone_visit(store: &mut Store, household: HouseholdId, seed: u32) -> Result<()> {
+/// A completed demo visit that started now and lasted 8 minutes, at a point that
+/// moves with `seed` (about 1 m per step).
+pub fn demo_visit(seed: u32) -> NewVisit {
     let start = now_ms();
+    NewVisit {
+        outcome: VisitOutcome::Completed,
+        started_at_ms: start,
+        finished_at_ms: Some(start + 8 * 60_000),
+        target_groups_reached: vec!["老年人".into()],
+        remarks: "讲解了冒充客服、刷单返利等常见诈骗".into(),
+        location: Some(GeoPoint {
+            lat: 30.27 + f64::from(seed) * 1e-5,
+            lon: 120.15,
+            accuracy_m: Some(12.0),
+        }),
+    }
+}
+
+fn phone_visit(store: &mut Store, household: HouseholdId, seed: u32) -> Result<()> {
     let visit = store
-        .record_visit(
-            household,
-            NewVisit {
-                outcome: VisitOutcome::Completed,
-                started_at_ms: start,
-                finished_at_ms: Some(start + 8 * 60_000),
-                target_groups_reached: vec!["老年人".into()],
-                remarks: "讲解了冒充客服、刷单返利等常见诈骗".into(),
-                location: Some(GeoPoint {
-                    lat: 30.27 + seed as f64 * 1e-4,
-                    lon: 120.15,
-                    accuracy_m: Some(12.0),
-                }),
-            },
-        )
+        .record_visit(household, demo_visit(seed))
         .map_err(core_err)?;
     store
         .attach_photo(household, visit, &demo_photo(seed))

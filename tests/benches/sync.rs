@@ -32,12 +32,12 @@ use std::time::{Duration, Instant};
 
 use automerge::sync::{Message, State, SyncDoc};
 use automerge::{Automerge, Change};
-use doorstep_core::model::{GeoPoint, HouseholdId, VisitOutcome};
+use doorstep_core::model::HouseholdId;
 use doorstep_core::protocol::{
     self, BlobQuery, BlobQueryResponse, Incoming, Outgoing, Step, SyncRequest, SyncResponse,
     SyncSession, UpdateKind,
 };
-use doorstep_core::store::{NewVisit, Store, now_ms};
+use doorstep_core::store::{NewVisit, Store};
 use doorstep_server::db::{GridRef, Scope, ServerDb};
 use doorstep_server::demo::{DEMO_GRID, DEMO_VILLAGE, demo_households};
 use tempfile::TempDir;
@@ -304,19 +304,7 @@ fn deliver(docs: &mut [Automerge], states: &mut [State], messages: &[(usize, Vec
 }
 
 fn visit(seed: usize) -> NewVisit {
-    let start = now_ms();
-    NewVisit {
-        outcome: VisitOutcome::Completed,
-        started_at_ms: start,
-        finished_at_ms: Some(start + 8 * 60_000),
-        target_groups_reached: vec!["老年人".into()],
-        remarks: "讲解了冒充客服、刷单返利等常见诈骗".into(),
-        location: Some(GeoPoint {
-            lat: 30.27 + seed as f64 * 1e-5,
-            lon: 120.15,
-            accuracy_m: Some(12.0),
-        }),
-    }
+    doorstep_server::demo::demo_visit(seed as u32)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

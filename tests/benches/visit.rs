@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use automerge::{ActorId, Automerge};
 use doorstep_core::media::{self, PhotoLimits};
-use doorstep_core::model::{self, GeoPoint, HouseholdId, VisitId, VisitOutcome};
+use doorstep_core::model::{self, HouseholdId, VisitId, VisitOutcome};
 use doorstep_core::store::{NewVisit, Store, now_ms};
 use doorstep_server::demo::demo_households;
 use rusqlite::{Connection, params};
@@ -25,19 +25,7 @@ const HOUSEHOLDS: usize = 200;
 const PHOTO_EVERY: usize = 10;
 
 fn visit(seed: usize) -> NewVisit {
-    let start = now_ms();
-    NewVisit {
-        outcome: VisitOutcome::Completed,
-        started_at_ms: start,
-        finished_at_ms: Some(start + 8 * 60_000),
-        target_groups_reached: vec!["老年人".into()],
-        remarks: "讲解了冒充客服、刷单返利等常见诈骗".into(),
-        location: Some(GeoPoint {
-            lat: 30.27 + seed as f64 * 1e-5,
-            lon: 120.15,
-            accuracy_m: Some(12.0),
-        }),
-    }
+    doorstep_server::demo::demo_visit(seed as u32)
 }
 
 /// A phone store holding the 200 households, as after a first sync.
