@@ -363,21 +363,26 @@ fn a_phone_killed_while_recording_or_syncing_loses_nothing() {
     let recorded = held.clone();
     drop(store);
 
-    // Killed in the middle of a sync: after the first answer was applied.
-    let mut child = Command::new(phone_bin())
-        .arg("sync")
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().expect("sync reports progress").unwrap();
-    assert!(
-        first.starts_with("progress") || first.starts_with("done"),
-        "{first}"
-    );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    // Killed in the middle of a sync, at several points: after the push was answered,
+    // and between photo uploads. Each sync resumes where the last one was cut.
+    for answers in [1, 3, 6] {
+        let mut child = Command::new(phone_bin())
+            .arg("sync")
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        for _ in 0..answers {
+            match lines.next() {
+                Some(Ok(line)) if line.starts_with("progress") => {}
+                Some(Ok(line)) if line.starts_with("done") => break,
+                other => panic!("the phone's sync said {other:?}"),
+            }
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
 
     let mut store = Store::open(&path).unwrap();
     assert_eq!(

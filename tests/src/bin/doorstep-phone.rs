@@ -2,7 +2,8 @@
 //! can kill it with SIGKILL in the middle of its work.
 //!
 //! - `doorstep-phone record STORE HOUSEHOLD COUNT [PHOTO]`: records COUNT visits (each
-//!   with the photo, when given), printing `confirmed <visit-id>` once each is durable.
+//!   with the photo, or the photos of a folder in turn), printing `confirmed <visit-id>`
+//!   once each is durable.
 //! - `doorstep-phone sync STORE`: syncs, printing `progress ...` after each answer.
 
 use std::io::Write;
@@ -27,10 +28,23 @@ fn record(store: &str, household: &str, count: &str, photo: Option<&String>) -> 
     let mut store = Store::open(store).map_err(|e| e.to_string())?;
     let household = HouseholdId::parse(household).ok_or("household is not a UUID")?;
     let count: usize = count.parse().map_err(|_| "count is not a number")?;
-    let photo = photo
-        .map(std::fs::read)
-        .transpose()
-        .map_err(|e| e.to_string())?;
+    // A folder of photos is used in turn, so that each visit stores distinct blobs.
+    let photos: Vec<Vec<u8>> = match photo {
+        None => Vec::new(),
+        Some(p) if std::path::Path::new(p).is_dir() => {
+            let mut files: Vec<_> = std::fs::read_dir(p)
+                .map_err(|e| e.to_string())?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
+            files.sort();
+            files
+                .iter()
+                .map(std::fs::read)
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?
+        }
+        Some(p) => vec![std::fs::read(p).map_err(|e| e.to_string())?],
+    };
     let mut out = std::io::stdout().lock();
     for i in 0..count {
         let now = now_ms();
@@ -47,9 +61,9 @@ fn record(store: &str, household: &str, count: &str, photo: Option<&String>) -> 
                 },
             )
             .map_err(|e| e.to_string())?;
-        if let Some(p) = &photo {
+        if !photos.is_empty() {
             store
-                .attach_photo(household, visit, p)
+                .attach_photo(household, visit, &photos[i % photos.len()])
                 .map_err(|e| e.to_string())?;
         }
         writeln!(out, "confirmed {visit}").map_err(|e| e.to_string())?;
