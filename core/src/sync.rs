@@ -124,29 +124,27 @@ impl Client {
         Ok(())
     }
 
+    /// `POST`s a CBOR body with the device token and returns the answer's body.
+    fn post_cbor(&self, auth: &str, path: &str, body: &[u8]) -> Result<Vec<u8>> {
+        let resp = self
+            .agent
+            .post(self.url(path))
+            .header("Authorization", auth)
+            .content_type(protocol::CBOR)
+            .send(body)
+            .map_err(|e| Error::Network(e.to_string()))?;
+        Ok(Self::read(resp)?.1)
+    }
+
     fn send(&self, token: &str, store: &Store, out: &Outgoing) -> Result<Incoming> {
         let auth = format!("Bearer {token}");
         match out {
             Outgoing::Sync(req) => {
-                let resp = self
-                    .agent
-                    .post(self.url("/v1/sync"))
-                    .header("Authorization", &auth)
-                    .content_type(protocol::CBOR)
-                    .send(&protocol::encode(req)[..])
-                    .map_err(|e| Error::Network(e.to_string()))?;
-                let (_, body) = Self::read(resp)?;
+                let body = self.post_cbor(&auth, "/v1/sync", &protocol::encode(req))?;
                 Ok(Incoming::Sync(protocol::decode::<SyncResponse>(&body)?))
             }
             Outgoing::FindMissingBlobs(q) => {
-                let resp = self
-                    .agent
-                    .post(self.url("/v1/blobs/missing"))
-                    .header("Authorization", &auth)
-                    .content_type(protocol::CBOR)
-                    .send(&protocol::encode(q)[..])
-                    .map_err(|e| Error::Network(e.to_string()))?;
-                let (_, body) = Self::read(resp)?;
+                let body = self.post_cbor(&auth, "/v1/blobs/missing", &protocol::encode(q))?;
                 Ok(Incoming::MissingBlobs(
                     protocol::decode::<BlobQueryResponse>(&body)?,
                 ))
