@@ -15,6 +15,8 @@ use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, RgbImage};
 use sha2::{Digest, Sha256};
 
+pub mod signature;
+
 const MIB: u64 = 1024 * 1024;
 
 /// Bounds on what [`intake_photo`] accepts and the sizes it produces.
