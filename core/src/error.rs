@@ -1,6 +1,8 @@
 //! The core's error type: one enum for the store, the sync driver and the model.
 
+use crate::evidence::EvidenceError;
 use crate::media::MediaError;
+use crate::media::signature::SignatureError;
 use crate::model::ModelError;
 use crate::protocol::ProtocolError;
 
@@ -64,6 +66,20 @@ pub enum Error {
     /// The caller cancelled the sync; what was already confirmed is kept.
     #[error("sync cancelled")]
     Cancelled,
+    /// A signature was refused (blank, a single dot, too little ink, out of bounds);
+    /// nothing was stored.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    /// An evidence record could not be made or did not verify.
+    #[error(transparent)]
+    Evidence(#[from] EvidenceError),
+    /// A visit cannot be finished as completed yet; `missing` names what it lacks
+    /// (campaign rule: a completed visit has a signed notice or pledge and a photo).
+    #[error("the visit cannot be finished as completed: it needs {}", missing.join(" and "))]
+    Incomplete {
+        /// What is missing, in words the app can show.
+        missing: Vec<&'static str>,
+    },
     /// An argument was not acceptable.
     #[error("invalid {field}: {reason}")]
     Invalid {

@@ -1,9 +1,11 @@
-//! Doorstep's core: everything a phone does, as a Rust library. Household documents
-//! (`model`), the sync wire types and state machine (`protocol`), the offline SQLite
-//! store (`store`), photo intake (`media`) and the HTTP sync driver (`sync`).
-//! Dependencies point one way: model <- protocol <- store, media <- sync.
+//! Doorstep's core: everything a phone does, as a Rust library. Household and
+//! organisation documents (`model`), the sync wire types and state machine
+//! (`protocol`), the offline SQLite store (`store`), photos and signature images
+//! (`media`), signed evidence (`evidence`) and the HTTP sync driver (`sync`).
+//! Dependencies point one way: model <- protocol <- store, media, evidence <- sync.
 
 pub mod error;
+pub mod evidence;
 pub mod media;
 pub mod model;
 pub mod protocol;

@@ -2,14 +2,29 @@
 //! how they sit inside one Automerge document, and how conflicts in it are listed.
 //! No I/O here: the store and the server both build on these types.
 //!
-//! Layout of a household document (schema 1), every collection a map keyed by a UUID
+//! Layout of a household document (schema 2), every collection a map keyed by a UUID
 //! (or by a content hash for photos) so that concurrent additions never collide:
 //!
 //! ```text
-//! { schema: 1, kind: "household", id, door_number, address, village, grid,
+//! { schema: 2, kind: "household", id, door_number, address, village, grid,
 //!   head_name, phone,
 //!   residents: { <uuid>: Resident },
-//!   visits:    { <uuid>: Visit { ..., photos: { <sha256>: PhotoRef } } } }
+//!   visits:    { <uuid>: Visit { ..., photos: { <sha256>: PhotoRef } } },
+//!   evidence:  { <uuid>: EvidenceEntry { record, signature } },   written once
+//!   receipts:  { <uuid>: Receipt },                               server only }
+//! ```
+//!
+//! Schema 1 documents lack `evidence` and `receipts`; the server adds both maps (one
+//! server change per document) so that no two phones ever create them concurrently.
+//!
+//! The organisation document (one per server, written by the office through the
+//! server, read-only on phones) holds the notice and pledge templates and the server's
+//! public keys:
+//!
+//! ```text
+//! { schema: 1, kind: "organisation",
+//!   templates:   { <template id>: Template { kind, versions: { "<n>": TemplateVersion } } },
+//!   server_keys: { <hex public key>: ServerKey } }
 //! ```
 //!
 //! Writes are targeted (one field, or one new map entry) and never reconcile the whole
@@ -27,7 +42,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// Version of the household document layout written by this build.
-pub const HOUSEHOLD_SCHEMA: u64 = 1;
+pub const HOUSEHOLD_SCHEMA: u64 = 2;
+
+/// Version of the organisation document layout written by this build.
+pub const ORGANISATION_SCHEMA: u64 = 1;
 
 macro_rules! uuid_id {
     ($(#[$meta:meta])* $name:ident) => {
@@ -80,6 +98,10 @@ uuid_id!(
     VisitId
 );
 uuid_id!(
+    /// Identifies a signed notice or pledge inside a household document.
+    EvidenceId
+);
+uuid_id!(
     /// Identifies an enrolled phone. Its 16 bytes are also the phone's Automerge actor ID
     /// (DESIGN.md section 6), so every change names the device that made it.
     DeviceId
@@ -119,6 +141,126 @@ impl VisitOutcome {
             Self::MovedAway => "moved_away",
         }
     }
+
+    /// The outcome named by its text form, `None` for any other text.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Completed,
+            Self::NobodyHome,
+            Self::Refused,
+            Self::MovedAway,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+    }
+}
+
+/// Which of the two papers a household signs at the door.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Hydrate,
+    Reconcile,
+    Serialize,
+    Deserialize,
+)]
+pub enum EvidenceKind {
+    /// The notice (告知书): "you have been told about these frauds".
+    #[autosurgeon(rename = "notice")]
+    Notice,
+    /// The pledge (承诺书): "I will not lend my bank card or phone number, and will
+    /// call 96110 when in doubt".
+    #[autosurgeon(rename = "pledge")]
+    Pledge,
+}
+
+impl EvidenceKind {
+    /// The stable text form: `notice` or `pledge`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Notice => "notice",
+            Self::Pledge => "pledge",
+        }
+    }
+
+    /// The kind named by its text form, `None` for any other text.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "notice" => Some(Self::Notice),
+            "pledge" => Some(Self::Pledge),
+            _ => None,
+        }
+    }
+}
+
+/// Bytes stored as an Automerge byte scalar (not as a list of numbers).
+#[derive(Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Bytes(#[serde(with = "serde_bytes")] pub Vec<u8>);
+
+impl fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Bytes({})", hex::encode(&self.0))
+    }
+}
+
+impl Hydrate for Bytes {
+    fn hydrate_bytes(bytes: &[u8]) -> Result<Self, autosurgeon::HydrateError> {
+        Ok(Self(bytes.to_vec()))
+    }
+}
+
+impl Reconcile for Bytes {
+    type Key<'a> = autosurgeon::reconcile::NoKey;
+
+    fn reconcile<R: autosurgeon::Reconciler>(&self, mut reconciler: R) -> Result<(), R::Error> {
+        reconciler.bytes(&self.0)
+    }
+}
+
+/// A signed notice or pledge as the household document holds it: the canonical record
+/// bytes and the device's signature (see [`crate::evidence`]). Written once, in one
+/// change, and never edited: the server refuses any change that touches an existing
+/// entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile, Serialize, Deserialize)]
+pub struct EvidenceEntry {
+    /// The record's canonical CBOR bytes.
+    pub record: Bytes,
+    /// The device's ed25519 signature of the record (64 bytes).
+    pub signature: Bytes,
+}
+
+/// The server's receipt of an evidence record: its place in the hash-chained log and
+/// the server's countersignature of that entry. Written by the server only.
+#[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The entry's position in the log.
+    pub seq: u64,
+    /// Server clock at receipt, milliseconds since the Unix epoch (UTC).
+    pub received_at_ms: i64,
+    /// Hash of the log entry before it (32 bytes).
+    pub prev: Bytes,
+    /// Hash of this log entry (32 bytes).
+    pub entry_sha256: Bytes,
+    /// The server's ed25519 signature of the entry hash (64 bytes).
+    pub server_signature: Bytes,
+    /// The server key that signed, hex; listed in the organisation document.
+    pub server_key: String,
+}
+
+/// Why a visit was voided: a visit recorded in error is voided with a reason, never
+/// deleted (DESIGN.md section 3).
+#[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile, Serialize, Deserialize)]
+pub struct VoidNote {
+    /// The reason the worker gave.
+    pub reason: String,
+    /// Device clock, milliseconds since the Unix epoch (UTC).
+    pub at_ms: i64,
 }
 
 /// A point from the phone's location service (WGS 84).
@@ -179,10 +321,18 @@ pub struct Visit {
     pub device_id: String,
     /// Start, device clock, milliseconds since the Unix epoch (UTC).
     pub started_at_ms: i64,
-    /// End, device clock, milliseconds since the Unix epoch (UTC).
+    /// End, device clock, milliseconds since the Unix epoch (UTC); `None` while the
+    /// visit is in progress.
     pub finished_at_ms: Option<i64>,
-    /// What happened at the door.
-    pub outcome: VisitOutcome,
+    /// What happened at the door; `None` while the visit is in progress.
+    pub outcome: Option<VisitOutcome>,
+    /// Why the visit did not complete (nobody home, refused, moved away); empty for a
+    /// completed visit.
+    #[autosurgeon(missing = "String::new")]
+    pub outcome_reason: String,
+    /// Set when the visit was voided.
+    #[autosurgeon(missing = "Option::default")]
+    pub voided: Option<VoidNote>,
     /// Target groups (重点人群) the visit reached.
     pub target_groups_reached: Vec<String>,
     /// Free text from the team.
@@ -218,6 +368,12 @@ pub struct Household {
     pub residents: BTreeMap<String, Resident>,
     /// Visits keyed by [`VisitId`].
     pub visits: BTreeMap<String, Visit>,
+    /// Signed notices and pledges keyed by [`EvidenceId`]; absent in schema 1.
+    #[autosurgeon(missing = "BTreeMap::new")]
+    pub evidence: BTreeMap<String, EvidenceEntry>,
+    /// The server's receipts of evidence, keyed by [`EvidenceId`]; absent in schema 1.
+    #[autosurgeon(missing = "BTreeMap::new")]
+    pub receipts: BTreeMap<String, Receipt>,
 }
 
 impl Household {
@@ -235,16 +391,150 @@ impl Household {
             phone: String::new(),
             residents: BTreeMap::new(),
             visits: BTreeMap::new(),
+            evidence: BTreeMap::new(),
+            receipts: BTreeMap::new(),
         }
     }
 
-    /// The status shown in lists: the outcome of the latest visit by start time, or
-    /// `None` when no visit was recorded.
-    pub fn visit_status(&self) -> Option<VisitOutcome> {
+    /// The status shown in lists: the outcome of the latest visit that was not voided,
+    /// by start time (`in_progress` while it is open), or `None` when there is none.
+    pub fn visit_status(&self) -> Option<&'static str> {
         self.visits
             .values()
+            .filter(|v| v.voided.is_none())
             .max_by_key(|v| v.started_at_ms)
-            .map(|v| v.outcome)
+            .map(|v| v.outcome.map_or("in_progress", |o| o.as_str()))
+    }
+}
+
+/// One version of a notice or pledge text.
+#[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile, Serialize, Deserialize)]
+pub struct TemplateVersion {
+    /// The title shown above the text.
+    pub title: String,
+    /// The text, paragraphs separated by blank lines.
+    pub body: String,
+    /// The version number, from 1.
+    pub version: u32,
+    /// First day the version is in force, `YYYY-MM-DD`, in the town's time zone
+    /// (China Standard Time, UTC+08:00).
+    pub effective_from: String,
+    /// Lowercase hex SHA-256 of [`TemplateVersion::shown_text`].
+    pub text_sha256: String,
+}
+
+impl TemplateVersion {
+    /// The exact text a phone shows and a household signs: `title + "\n\n" + body`.
+    pub fn shown_text(&self) -> String {
+        format!("{}\n\n{}", self.title, self.body)
+    }
+}
+
+/// A notice or pledge template and its versions, keyed by version number.
+#[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile, Serialize, Deserialize)]
+pub struct Template {
+    /// Notice or pledge.
+    pub kind: EvidenceKind,
+    /// Versions keyed by their number as decimal text.
+    pub versions: BTreeMap<String, TemplateVersion>,
+}
+
+/// A public key the server countersigns receipts with.
+#[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile, Serialize, Deserialize)]
+pub struct ServerKey {
+    /// When the key was created, server clock, milliseconds since the Unix epoch (UTC).
+    pub added_at_ms: i64,
+}
+
+/// The town's organisation document: templates and server keys, written by the server
+/// on the office's behalf, read-only on phones.
+#[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile, Serialize, Deserialize)]
+pub struct Organisation {
+    /// Layout version, [`ORGANISATION_SCHEMA`].
+    pub schema: u64,
+    /// Always `organisation`.
+    pub kind: String,
+    /// Templates keyed by their ID (`notice`, `pledge`, ...).
+    pub templates: BTreeMap<String, Template>,
+    /// The server's public keys, keyed by lowercase hex.
+    pub server_keys: BTreeMap<String, ServerKey>,
+}
+
+/// Offset of the town's clock from UTC: China Standard Time, UTC+08:00, no daylight
+/// saving. Template effective dates are days on this clock.
+pub const TOWN_UTC_OFFSET_MS: i64 = 8 * 3_600_000;
+
+impl Organisation {
+    /// An organisation with no templates and no keys.
+    pub fn new() -> Self {
+        Self {
+            schema: ORGANISATION_SCHEMA,
+            kind: "organisation".into(),
+            templates: BTreeMap::new(),
+            server_keys: BTreeMap::new(),
+        }
+    }
+
+    /// The version of `template_id` in force at `at_ms` (milliseconds since the Unix
+    /// epoch, UTC): the one with the latest effective day not after that instant's day
+    /// in the town, the higher version on a tie. `None` when the template is unknown or
+    /// no version is in force yet.
+    pub fn template_in_force(&self, template_id: &str, at_ms: i64) -> Option<&TemplateVersion> {
+        let today = town_date(at_ms);
+        self.templates
+            .get(template_id)?
+            .versions
+            .values()
+            .filter(|v| v.effective_from.as_str() <= today.as_str())
+            .max_by(|a, b| {
+                (a.effective_from.as_str(), a.version).cmp(&(b.effective_from.as_str(), b.version))
+            })
+    }
+
+    /// The IDs of templates of `kind`, in ID order.
+    pub fn templates_of(&self, kind: EvidenceKind) -> Vec<&str> {
+        self.templates
+            .iter()
+            .filter(|(_, t)| t.kind == kind)
+            .map(|(id, _)| id.as_str())
+            .collect()
+    }
+}
+
+impl Default for Organisation {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The town's calendar day (`YYYY-MM-DD`) at `at_ms` (milliseconds since the Unix
+/// epoch, UTC), per [`TOWN_UTC_OFFSET_MS`].
+pub fn town_date(at_ms: i64) -> String {
+    let offset = chrono::FixedOffset::east_opt((TOWN_UTC_OFFSET_MS / 1000) as i32)
+        .expect("UTC+08:00 is a valid offset");
+    chrono::DateTime::from_timestamp_millis(at_ms)
+        .unwrap_or_default()
+        .with_timezone(&offset)
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+/// Reads the typed organisation out of its document.
+///
+/// Errors: [`ModelError::Hydrate`] when the document lacks a field.
+pub fn read_organisation(doc: &Automerge) -> Result<Organisation, ModelError> {
+    Ok(autosurgeon::hydrate(doc)?)
+}
+
+/// The `kind` field at the document root (`household`, `organisation`), `None` when
+/// absent or not text.
+pub fn document_kind(doc: &Automerge) -> Option<String> {
+    match doc.get(ROOT, "kind").ok()?? {
+        (automerge::Value::Scalar(s), _) => match s.as_ref() {
+            automerge::ScalarValue::Str(s) => Some(s.to_string()),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -263,6 +553,16 @@ pub enum ModelError {
     /// The household has no visit with this ID.
     #[error("no visit {0} in this household")]
     NoSuchVisit(String),
+    /// The document predates evidence (schema 1) and has no `evidence` map yet; the
+    /// server adds it, so a sync brings it.
+    #[error("this household's record is from before signed evidence; sync, then sign again")]
+    NoEvidenceMap,
+    /// A template version with this number exists; versions are never overwritten.
+    #[error("template {0} already has a version {1}; publish a higher version")]
+    TemplateVersionExists(String, u32),
+    /// The template exists with the other kind (notice or pledge).
+    #[error("template {0} exists with another kind")]
+    TemplateKind(String),
 }
 
 /// Reads the typed household out of a document.
@@ -343,6 +643,197 @@ pub fn add_photo(
     let photos = map_at(&mut tx, &visit, "photos")?;
     autosurgeon::reconcile_prop(&mut tx, &photos, photo.sha256.as_str(), photo)?;
     tx.commit_with(commit_at(now_ms, "attach photo"));
+    Ok(())
+}
+
+/// Closes a visit: puts its outcome, end time, reason, remarks and target groups,
+/// in one change. Rules (what a complete visit needs) are checked by the caller.
+///
+/// Errors: [`ModelError::NoSuchVisit`].
+#[allow(clippy::too_many_arguments)]
+pub fn finish_visit(
+    doc: &mut Automerge,
+    visit_id: VisitId,
+    outcome: VisitOutcome,
+    reason: &str,
+    remarks: &str,
+    target_groups_reached: &[String],
+    finished_at_ms: i64,
+    now_ms: i64,
+) -> Result<(), ModelError> {
+    let mut tx = doc.transaction();
+    let visit = existing_visit(&mut tx, visit_id)?;
+    autosurgeon::reconcile_prop(&mut tx, &visit, "outcome", Some(outcome))?;
+    tx.put(&visit, "finished_at_ms", finished_at_ms)?;
+    tx.put(&visit, "outcome_reason", reason)?;
+    tx.put(&visit, "remarks", remarks)?;
+    autosurgeon::reconcile_prop(
+        &mut tx,
+        &visit,
+        "target_groups_reached",
+        target_groups_reached,
+    )?;
+    tx.commit_with(commit_at(now_ms, "finish visit"));
+    Ok(())
+}
+
+/// Voids a visit with a reason, in one change; the visit stays in the document.
+///
+/// Errors: [`ModelError::NoSuchVisit`].
+pub fn void_visit(
+    doc: &mut Automerge,
+    visit_id: VisitId,
+    note: &VoidNote,
+    now_ms: i64,
+) -> Result<(), ModelError> {
+    let mut tx = doc.transaction();
+    let visit = existing_visit(&mut tx, visit_id)?;
+    autosurgeon::reconcile_prop(&mut tx, &visit, "voided", Some(note))?;
+    tx.commit_with(commit_at(now_ms, "void visit"));
+    Ok(())
+}
+
+fn existing_visit(
+    tx: &mut automerge::transaction::Transaction<'_>,
+    visit_id: VisitId,
+) -> Result<automerge::ObjId, ModelError> {
+    let visits = map_at(tx, &ROOT, "visits")?;
+    match tx.get(&visits, visit_id.to_string())? {
+        Some((automerge::Value::Object(ObjType::Map), id)) => Ok(id),
+        _ => Err(ModelError::NoSuchVisit(visit_id.to_string())),
+    }
+}
+
+/// Writes a signed notice or pledge as a new entry of the `evidence` map, in one change
+/// that touches nothing else. The map itself is never created here (see the module
+/// docs); a schema 1 document gives [`ModelError::NoEvidenceMap`].
+pub fn add_evidence(
+    doc: &mut Automerge,
+    id: EvidenceId,
+    entry: &EvidenceEntry,
+    now_ms: i64,
+) -> Result<(), ModelError> {
+    let mut tx = doc.transaction();
+    let Some((automerge::Value::Object(ObjType::Map), map)) = tx.get(ROOT, "evidence")? else {
+        return Err(ModelError::NoEvidenceMap);
+    };
+    autosurgeon::reconcile_prop(&mut tx, &map, id.to_string().as_str(), entry)?;
+    tx.commit_with(commit_at(now_ms, "sign evidence"));
+    Ok(())
+}
+
+/// Writes the server's receipt of an evidence record, in one change (server only).
+///
+/// Errors: [`ModelError::NoEvidenceMap`] when the document has no `receipts` map.
+pub fn add_receipt(
+    doc: &mut Automerge,
+    id: EvidenceId,
+    receipt: &Receipt,
+    now_ms: i64,
+) -> Result<(), ModelError> {
+    let mut tx = doc.transaction();
+    let Some((automerge::Value::Object(ObjType::Map), map)) = tx.get(ROOT, "receipts")? else {
+        return Err(ModelError::NoEvidenceMap);
+    };
+    autosurgeon::reconcile_prop(&mut tx, &map, id.to_string().as_str(), receipt)?;
+    tx.commit_with(commit_at(now_ms, "evidence receipt"));
+    Ok(())
+}
+
+/// Brings a schema 1 household document to schema 2 by adding the empty `evidence`
+/// and `receipts` maps, in one change (server only, so the maps have one creator).
+/// Returns whether a change was made.
+pub fn upgrade_household(doc: &mut Automerge, now_ms: i64) -> Result<bool, ModelError> {
+    let mut tx = doc.transaction();
+    let mut changed = false;
+    for key in ["evidence", "receipts"] {
+        if tx.get(ROOT, key)?.is_none() {
+            tx.put_object(ROOT, key, ObjType::Map)?;
+            changed = true;
+        }
+    }
+    if !changed {
+        tx.rollback();
+        return Ok(false);
+    }
+    tx.put(ROOT, "schema", HOUSEHOLD_SCHEMA)?;
+    tx.commit_with(commit_at(now_ms, "upgrade household to schema 2"));
+    Ok(true)
+}
+
+/// Creates the organisation document, written by `actor` (the server), at `now_ms`.
+pub fn new_organisation_doc(
+    organisation: &Organisation,
+    actor: ActorId,
+    now_ms: i64,
+) -> Result<Automerge, ModelError> {
+    let mut doc = Automerge::new().with_actor(actor);
+    let mut tx = doc.transaction();
+    autosurgeon::reconcile(&mut tx, organisation)?;
+    tx.commit_with(commit_at(now_ms, "create organisation"));
+    Ok(doc)
+}
+
+/// Adds a template version to the organisation document (creating the template when
+/// new), in one change. An existing version is never overwritten.
+///
+/// Errors: [`ModelError::TemplateVersionExists`]; [`ModelError::TemplateKind`] when
+/// the template exists with the other kind.
+pub fn add_template_version(
+    doc: &mut Automerge,
+    template_id: &str,
+    kind: EvidenceKind,
+    version: &TemplateVersion,
+    now_ms: i64,
+) -> Result<(), ModelError> {
+    let mut tx = doc.transaction();
+    let templates = map_at(&mut tx, &ROOT, "templates")?;
+    let template = match tx.get(&templates, template_id)? {
+        Some((automerge::Value::Object(ObjType::Map), id)) => {
+            let existing: EvidenceKind = autosurgeon::hydrate_prop(&tx, &id, "kind")?;
+            if existing != kind {
+                return Err(ModelError::TemplateKind(template_id.to_string()));
+            }
+            id
+        }
+        _ => {
+            let id = tx.put_object(&templates, template_id, ObjType::Map)?;
+            autosurgeon::reconcile_prop(&mut tx, &id, "kind", kind)?;
+            tx.put_object(&id, "versions", ObjType::Map)?;
+            id
+        }
+    };
+    let versions = map_at(&mut tx, &template, "versions")?;
+    let key = version.version.to_string();
+    if tx.get(&versions, key.as_str())?.is_some() {
+        return Err(ModelError::TemplateVersionExists(
+            template_id.to_string(),
+            version.version,
+        ));
+    }
+    autosurgeon::reconcile_prop(&mut tx, &versions, key.as_str(), version)?;
+    tx.commit_with(commit_at(now_ms, "publish template"));
+    Ok(())
+}
+
+/// Lists a server public key (lowercase hex) in the organisation document, in one
+/// change; does nothing when it is listed.
+pub fn add_server_key(doc: &mut Automerge, key_hex: &str, now_ms: i64) -> Result<(), ModelError> {
+    let mut tx = doc.transaction();
+    let keys = map_at(&mut tx, &ROOT, "server_keys")?;
+    if tx.get(&keys, key_hex)?.is_some() {
+        tx.rollback();
+        return Ok(());
+    }
+    autosurgeon::reconcile_prop(
+        &mut tx,
+        &keys,
+        key_hex,
+        ServerKey {
+            added_at_ms: now_ms,
+        },
+    )?;
+    tx.commit_with(commit_at(now_ms, "add server key"));
     Ok(())
 }
 
@@ -523,7 +1014,9 @@ mod tests {
             device_id: device.to_string(),
             started_at_ms: 1,
             finished_at_ms: Some(2),
-            outcome: VisitOutcome::Completed,
+            outcome: Some(VisitOutcome::Completed),
+            outcome_reason: String::new(),
+            voided: None,
             target_groups_reached: vec!["老年人".into()],
             remarks: String::new(),
             photos: BTreeMap::new(),

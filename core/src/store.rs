@@ -17,10 +17,13 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::evidence::{self, DeviceKey, EvidenceRecord, Place, Witness};
+use crate::media::signature::{self, InkRule, InkStats, SignatureStrokes};
 use crate::media::{self, IntakePhoto, PhotoLimits};
 use crate::model::{
-    self, Conflict, DeviceId, GeoPoint, Household, HouseholdId, PhotoRef, ProfileField, Visit,
-    VisitId, VisitOutcome,
+    self, Conflict, DeviceId, EvidenceEntry, EvidenceId, EvidenceKind, GeoPoint, Household,
+    HouseholdId, Organisation, PhotoRef, ProfileField, ResidentId, TemplateVersion, Visit, VisitId,
+    VisitOutcome, VoidNote,
 };
 use crate::protocol::{DocUpdate, Effect, OutboxChange, UpdateKind};
 
@@ -28,6 +31,7 @@ use crate::protocol::{DocUpdate, Effect, OutboxChange, UpdateKind};
 const MIGRATIONS: &[&str] = &[
     include_str!("store/0001_init.sql"),
     include_str!("store/0002_index_and_refused.sql"),
+    include_str!("store/0003_evidence.sql"),
 ];
 
 /// The schema version this build writes.
@@ -41,14 +45,19 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// A visit as the app hands it over, before it has an ID.
+/// A visit recorded in one step, started and finished at once: for the outcomes that
+/// need no signature (nobody home, refused, moved away). A completed visit goes
+/// through [`Store::start_visit`], photos, [`Store::sign_evidence`] and
+/// [`Store::finish_visit`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewVisit {
     /// What happened at the door.
     pub outcome: VisitOutcome,
+    /// Why the visit did not complete; required for every outcome but completed.
+    pub outcome_reason: String,
     /// Start, device clock, milliseconds since the Unix epoch (UTC).
     pub started_at_ms: i64,
-    /// End, device clock, milliseconds since the Unix epoch (UTC).
+    /// End, device clock, milliseconds since the Unix epoch (UTC); now when `None`.
     pub finished_at_ms: Option<i64>,
     /// Target groups (重点人群) reached.
     pub target_groups_reached: Vec<String>,
@@ -56,6 +65,99 @@ pub struct NewVisit {
     pub remarks: String,
     /// Where the phone was, when it knew.
     pub location: Option<GeoPoint>,
+}
+
+/// The start of a visit at the door.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VisitStart {
+    /// Start, device clock, milliseconds since the Unix epoch (UTC).
+    pub started_at_ms: i64,
+    /// Where the phone was, when it knew.
+    pub location: Option<GeoPoint>,
+}
+
+/// How a visit ends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VisitFinish {
+    /// What happened at the door.
+    pub outcome: VisitOutcome,
+    /// Why the visit did not complete; required for every outcome but completed.
+    pub outcome_reason: String,
+    /// End, device clock, milliseconds since the Unix epoch (UTC).
+    pub finished_at_ms: i64,
+    /// Target groups (重点人群) reached.
+    pub target_groups_reached: Vec<String>,
+    /// Free text, at most [`MAX_REMARKS_CHARS`].
+    pub remarks: String,
+}
+
+/// A signature taken in by [`Store::capture_signature`]: its blobs are stored, and
+/// [`Store::sign_evidence`] cites it by `png_sha256`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignatureCapture {
+    /// Lowercase hex SHA-256 of the compact strokes blob.
+    pub strokes_sha256: String,
+    /// Lowercase hex SHA-256 of the PNG blob (640×256 px, grayscale).
+    pub png_sha256: String,
+    /// Size of the PNG in bytes.
+    pub png_bytes: u64,
+    /// What the blank check measured.
+    pub ink: InkStats,
+}
+
+/// A witness to a resident's mark, as the app hands it over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WitnessInput {
+    /// The witness's name, 1 to 50 characters.
+    pub name: String,
+    /// Why the resident gave a mark (cannot write, injured hand...), 1 to 200 characters.
+    pub reason: String,
+    /// The witness's own signature, captured with [`InkRule::Signature`].
+    pub signature_png_sha256: String,
+}
+
+/// What to sign: the notice or pledge in force, by a resident, with a captured
+/// signature (or a witnessed mark).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignRequest {
+    /// Notice or pledge.
+    pub kind: EvidenceKind,
+    /// The template's ID; the kind's name (`notice`, `pledge`) when `None`.
+    pub template_id: Option<String>,
+    /// The resident who signs: the head or another adult of the household.
+    pub signer: ResidentId,
+    /// The signer's signature (or mark, when `witness` is given).
+    pub signature_png_sha256: String,
+    /// For a resident who cannot write: the witness to their mark.
+    pub witness: Option<WitnessInput>,
+    /// Where the phone was; the visit's place when `None`.
+    pub location: Option<GeoPoint>,
+}
+
+/// How a record held on this phone stands up to checking ([`Store::verify_evidence`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceCheck {
+    /// The household.
+    pub household: HouseholdId,
+    /// The record's key in the household's `evidence` map.
+    pub evidence: String,
+    /// Everything found wrong; empty when the record holds.
+    pub problems: Vec<String>,
+    /// Blobs the record cites that this phone does not hold (another phone's photos).
+    pub blobs_not_here: usize,
+    /// Whether the server's countersigned receipt is here and verifies.
+    pub receipt: ReceiptState,
+}
+
+/// The state of the server's receipt of a record, as a phone sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptState {
+    /// Not synced yet, or the receipt has not come back.
+    Pending,
+    /// The receipt's entry hash and the server's signature verify.
+    Verified,
+    /// A receipt is there but does not verify (listed in `problems`).
+    Broken,
 }
 
 /// A row of the household list.
@@ -117,6 +219,7 @@ pub struct RefusedChange {
 pub struct Store {
     conn: Connection,
     device: DeviceId,
+    key: DeviceKey,
     limits: PhotoLimits,
 }
 
@@ -159,9 +262,14 @@ impl Store {
                 id
             }
         };
+        let key = match current_key(&conn)? {
+            Some(key) => key,
+            None => insert_new_key(&conn)?,
+        };
         let mut store = Self {
             conn,
             device,
+            key,
             limits: PhotoLimits::default(),
         };
         if get_meta(&store.conn, "reindex")?.as_deref() == Some("1") {
@@ -173,6 +281,28 @@ impl Store {
     /// This phone's device ID (also its Automerge actor).
     pub fn device_id(&self) -> DeviceId {
         self.device
+    }
+
+    /// The public half (32 bytes) of the key this phone signs evidence with now.
+    pub fn device_public_key(&self) -> [u8; 32] {
+        self.key.public()
+    }
+
+    /// Replaces the signing key with a new one (for a re-enrolment, or when the old one
+    /// may have leaked). The old key is kept, marked retired, so the records it signed
+    /// still check here; the server learns the new one at the next sign-in.
+    ///
+    /// Errors: [`Error::Evidence`] when the OS gives no randomness; [`Error::Storage`].
+    pub fn renew_device_key(&mut self) -> Result<[u8; 32]> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE device_keys SET retired_at_ms = ?1 WHERE retired_at_ms IS NULL",
+            [now_ms()],
+        )?;
+        let key = insert_new_key(&tx)?;
+        tx.commit()?;
+        self.key = key;
+        Ok(self.key.public())
     }
 
     /// The schema version of the open file.
@@ -274,29 +404,492 @@ impl Store {
         Ok(())
     }
 
-    /// Records a visit to a household, durably: when this returns `Ok` the visit is on
-    /// disk and queued for the server. `visitor` is the signed-in account.
+    /// Records a visit that starts and finishes at once, durably: when this returns
+    /// `Ok` the visit is on disk and queued for the server. Meant for the outcomes that
+    /// need no signature; a completed visit needs evidence first, so it is refused here
+    /// as [`Store::finish_visit`] refuses it.
     ///
     /// Errors: [`Error::NoSuchHousehold`]; [`Error::Invalid`] naming the field when the
-    /// visit breaks a rule of [`validate_visit`]; [`Error::Storage`] (for instance a
-    /// full disk), in which case nothing was written.
+    /// visit breaks a rule of [`validate_visit`]; [`Error::Incomplete`] for a completed
+    /// visit; [`Error::Storage`] (for instance a full disk), in which case nothing was
+    /// written.
     pub fn record_visit(&mut self, household: HouseholdId, visit: NewVisit) -> Result<VisitId> {
         validate_visit(&visit)?;
-        let visitor = get_meta(&self.conn, "username")?.unwrap_or_default();
+        if visit.outcome == VisitOutcome::Completed {
+            return Err(Error::Incomplete {
+                missing: vec![MISSING_EVIDENCE, MISSING_PHOTO],
+            });
+        }
         let id = VisitId::new();
         let value = Visit {
-            visitor,
-            device_id: self.device.to_string(),
-            started_at_ms: visit.started_at_ms,
-            finished_at_ms: visit.finished_at_ms,
-            outcome: visit.outcome,
+            finished_at_ms: Some(visit.finished_at_ms.unwrap_or_else(now_ms)),
+            outcome: Some(visit.outcome),
+            outcome_reason: visit.outcome_reason.trim().to_string(),
             target_groups_reached: visit.target_groups_reached,
             remarks: visit.remarks,
-            photos: Default::default(),
-            location: visit.location,
+            ..self.open_visit(visit.started_at_ms, visit.location)?
         };
         self.edit(household, |doc| model::add_visit(doc, id, &value, now_ms()))?;
         Ok(id)
+    }
+
+    fn open_visit(&self, started_at_ms: i64, location: Option<GeoPoint>) -> Result<Visit> {
+        Ok(Visit {
+            visitor: get_meta(&self.conn, "username")?.unwrap_or_default(),
+            device_id: self.device.to_string(),
+            started_at_ms,
+            finished_at_ms: None,
+            outcome: None,
+            outcome_reason: String::new(),
+            voided: None,
+            target_groups_reached: Vec::new(),
+            remarks: String::new(),
+            photos: Default::default(),
+            location,
+        })
+    }
+
+    /// Starts a visit at the door, durably; photos and signatures are added to it, and
+    /// [`Store::finish_visit`] closes it.
+    ///
+    /// Errors: [`Error::NoSuchHousehold`]; [`Error::Invalid`] for a start time or place
+    /// out of the bounds of [`validate_visit`].
+    pub fn start_visit(&mut self, household: HouseholdId, start: VisitStart) -> Result<VisitId> {
+        validate_visit(&NewVisit {
+            outcome: VisitOutcome::NobodyHome,
+            outcome_reason: "-".into(),
+            started_at_ms: start.started_at_ms,
+            finished_at_ms: None,
+            target_groups_reached: Vec::new(),
+            remarks: String::new(),
+            location: start.location,
+        })?;
+        let id = VisitId::new();
+        let value = self.open_visit(start.started_at_ms, start.location)?;
+        self.edit(household, |doc| model::add_visit(doc, id, &value, now_ms()))?;
+        Ok(id)
+    }
+
+    /// Finishes a visit started on this phone. A completed visit needs at least one
+    /// signed notice or pledge and at least one photo (the campaign plan: the signed
+    /// paper and the photo are the evidence of the visit); every other outcome needs a
+    /// reason.
+    ///
+    /// Errors: [`Error::Incomplete`] naming what a completed visit lacks;
+    /// [`Error::Invalid`] for a missing reason, a field out of bounds, or a visit that
+    /// is already finished, voided or was started on another phone;
+    /// [`Error::NoSuchHousehold`]; [`Error::Model`] with `NoSuchVisit`.
+    pub fn finish_visit(
+        &mut self,
+        household: HouseholdId,
+        visit: VisitId,
+        finish: VisitFinish,
+    ) -> Result<()> {
+        let h = self.household(household)?;
+        let current = self.open_visit_of(&h, visit)?;
+        validate_visit(&NewVisit {
+            outcome: finish.outcome,
+            outcome_reason: finish.outcome_reason.clone(),
+            started_at_ms: current.started_at_ms,
+            finished_at_ms: Some(finish.finished_at_ms),
+            target_groups_reached: finish.target_groups_reached.clone(),
+            remarks: finish.remarks.clone(),
+            location: None,
+        })?;
+        if finish.outcome == VisitOutcome::Completed {
+            let vid = visit.to_string();
+            let signed = h.evidence.values().any(|e| {
+                EvidenceRecord::from_canonical(&e.record.0).is_ok_and(|r| r.visit == visit)
+            });
+            let mut missing = Vec::new();
+            if !signed {
+                missing.push(MISSING_EVIDENCE);
+            }
+            if h.visits.get(&vid).is_none_or(|v| v.photos.is_empty()) {
+                missing.push(MISSING_PHOTO);
+            }
+            if !missing.is_empty() {
+                return Err(Error::Incomplete { missing });
+            }
+        }
+        self.edit(household, |doc| {
+            model::finish_visit(
+                doc,
+                visit,
+                finish.outcome,
+                finish.outcome_reason.trim(),
+                &finish.remarks,
+                &finish.target_groups_reached,
+                finish.finished_at_ms,
+                now_ms(),
+            )
+        })
+    }
+
+    /// Voids a visit recorded in error, with a reason; it stays in the record, marked.
+    ///
+    /// Errors: [`Error::Invalid`] for an empty reason or one over 200 characters, or a
+    /// visit already voided or started on another phone; [`Error::NoSuchHousehold`];
+    /// [`Error::Model`] with `NoSuchVisit`.
+    pub fn void_visit(
+        &mut self,
+        household: HouseholdId,
+        visit: VisitId,
+        reason: &str,
+    ) -> Result<()> {
+        let reason = reason.trim();
+        check_text("reason", reason, 1, 200)?;
+        let h = self.household(household)?;
+        let v = h
+            .visits
+            .get(&visit.to_string())
+            .ok_or_else(|| model::ModelError::NoSuchVisit(visit.to_string()))?;
+        self.check_own(v)?;
+        if v.voided.is_some() {
+            return Err(invalid("visit", "the visit is already voided"));
+        }
+        let note = VoidNote {
+            reason: reason.to_string(),
+            at_ms: now_ms(),
+        };
+        self.edit(household, |doc| {
+            model::void_visit(doc, visit, &note, now_ms())
+        })
+    }
+
+    fn check_own(&self, v: &Visit) -> Result<()> {
+        if v.device_id != self.device.to_string() {
+            return Err(invalid("visit", "the visit was started on another phone"));
+        }
+        Ok(())
+    }
+
+    /// The visit, when it was started here and is neither finished nor voided.
+    fn open_visit_of<'h>(&self, h: &'h Household, visit: VisitId) -> Result<&'h Visit> {
+        let v = h
+            .visits
+            .get(&visit.to_string())
+            .ok_or_else(|| model::ModelError::NoSuchVisit(visit.to_string()))?;
+        self.check_own(v)?;
+        if v.voided.is_some() {
+            return Err(invalid("visit", "the visit was voided"));
+        }
+        if v.outcome.is_some() {
+            return Err(invalid("visit", "the visit is already finished"));
+        }
+        Ok(v)
+    }
+
+    /// Takes in a signature drawn on screen: checks it ([`signature::check`] with
+    /// `rule`), stores its compact strokes and its PNG (640×256 px) as blobs queued for
+    /// upload, and returns their hashes for [`Store::sign_evidence`].
+    ///
+    /// Errors: [`Error::Signature`] for a blank, dot-only or too-small signature or
+    /// out-of-bounds strokes (nothing stored); [`Error::Storage`].
+    pub fn capture_signature(
+        &mut self,
+        strokes: &SignatureStrokes,
+        rule: InkRule,
+    ) -> Result<SignatureCapture> {
+        let ink = signature::check(strokes, rule)?;
+        let encoded = signature::encode_strokes(strokes);
+        let rendered = signature::render_png(strokes)?;
+        let strokes_sha256 = media::sha256_hex(&encoded);
+        let png_sha256 = media::sha256_hex(&rendered.png);
+        let now = now_ms();
+        let tx = self.conn.transaction()?;
+        put_blob(&tx, &strokes_sha256, STROKES_MEDIA_TYPE, &encoded, now)?;
+        put_blob(&tx, &png_sha256, "image/png", &rendered.png, now)?;
+        tx.execute(
+            "INSERT INTO signatures (png_sha256, strokes_sha256, rule, created_at_ms)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (png_sha256) DO UPDATE SET
+                rule = CASE WHEN excluded.rule = 'signature' THEN 'signature' ELSE rule END",
+            params![
+                png_sha256,
+                strokes_sha256,
+                match rule {
+                    InkRule::Signature => "signature",
+                    InkRule::Mark => "mark",
+                },
+                now
+            ],
+        )?;
+        tx.commit()?;
+        Ok(SignatureCapture {
+            strokes_sha256,
+            png_sha256,
+            png_bytes: rendered.png.len() as u64,
+            ink,
+        })
+    }
+
+    fn captured(&self, png_sha256: &str, field: &'static str) -> Result<(String, String)> {
+        self.conn
+            .query_row(
+                "SELECT strokes_sha256, rule FROM signatures WHERE png_sha256 = ?1",
+                [png_sha256],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+            .ok_or_else(|| invalid(field, "no signature with this hash was captured here"))
+    }
+
+    /// The organisation document's content (templates, server keys), `None` before the
+    /// first sync brings it.
+    pub fn organisation(&self) -> Result<Option<Organisation>> {
+        let bytes: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT bytes FROM documents WHERE kind = 'organisation' ORDER BY updated_at_ms DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(bytes) = bytes else {
+            return Ok(None);
+        };
+        let doc = Automerge::load(&bytes).map_err(|e| Error::document("organisation", e))?;
+        Ok(Some(model::read_organisation(&doc)?))
+    }
+
+    /// The template version in force now (town time) for `template_id`: the text the
+    /// app shows before the household signs.
+    ///
+    /// Errors: [`Error::Invalid`] with field `template` when the organisation document
+    /// has not arrived yet or holds no version of it in force.
+    pub fn template_in_force(&self, template_id: &str) -> Result<TemplateVersion> {
+        let org = self.organisation()?.ok_or_else(|| {
+            invalid(
+                "template",
+                "no templates on this phone yet; sync once with signal",
+            )
+        })?;
+        org.template_in_force(template_id, now_ms())
+            .cloned()
+            .ok_or_else(|| invalid("template", "no version of this template is in force"))
+    }
+
+    /// Signs a notice or pledge during an open visit: builds the evidence record (the
+    /// template version in force and its text hash, the signer, the signature's blobs,
+    /// the visit's photos, the place, the device time, this device and its next
+    /// counter), signs it with the device key and writes it into the household document
+    /// in one change, with the counter, in one transaction.
+    ///
+    /// Rules: the signer is a resident of the household and not known to be under 18
+    /// (by birth date or ID number; the campaign plan asks for the head or another
+    /// adult); the signature was captured here with the full blank check, or, for a
+    /// witnessed mark, the mark passed the mark check and the witness's signature the
+    /// full one, with the witness's name and the reason.
+    ///
+    /// Errors: [`Error::Invalid`] naming the field that breaks a rule;
+    /// [`Error::NoSuchHousehold`]; [`Error::Model`] with `NoSuchVisit` or
+    /// `NoEvidenceMap` (a household record from before evidence: sync first).
+    pub fn sign_evidence(
+        &mut self,
+        household: HouseholdId,
+        visit: VisitId,
+        request: SignRequest,
+    ) -> Result<EvidenceId> {
+        let h = self.household(household)?;
+        let v = self.open_visit_of(&h, visit)?;
+        let resident = h
+            .residents
+            .get(&request.signer.to_string())
+            .ok_or_else(|| invalid("signer", "not a resident of this household"))?;
+        let now = now_ms();
+        if is_minor(resident, now) {
+            return Err(invalid(
+                "signer",
+                "the signer is under 18; the head or another adult signs",
+            ));
+        }
+        let template_id = request
+            .template_id
+            .clone()
+            .unwrap_or_else(|| request.kind.as_str().to_string());
+        let org = self.organisation()?.ok_or_else(|| {
+            invalid(
+                "template",
+                "no templates on this phone yet; sync once with signal",
+            )
+        })?;
+        if org.templates.get(&template_id).map(|t| t.kind) != Some(request.kind) {
+            return Err(invalid("template", "no template of this kind with this ID"));
+        }
+        let template = org
+            .template_in_force(&template_id, now)
+            .ok_or_else(|| invalid("template", "no version of this template is in force"))?;
+        let (strokes, rule) = self.captured(&request.signature_png_sha256, "signature")?;
+        let witness = match &request.witness {
+            None => {
+                if rule != "signature" {
+                    return Err(invalid(
+                        "signature",
+                        "a mark needs a witness; or capture a full signature",
+                    ));
+                }
+                None
+            }
+            Some(w) => {
+                let name = w.name.trim();
+                let reason = w.reason.trim();
+                check_text("witness.name", name, 1, 50)?;
+                check_text("witness.reason", reason, 1, 200)?;
+                let (w_strokes, w_rule) =
+                    self.captured(&w.signature_png_sha256, "witness.signature")?;
+                if w_rule != "signature" {
+                    return Err(invalid(
+                        "witness.signature",
+                        "the witness signs in full, not with a mark",
+                    ));
+                }
+                if w.signature_png_sha256 == request.signature_png_sha256 {
+                    return Err(invalid(
+                        "witness.signature",
+                        "the witness's signature is the signer's own",
+                    ));
+                }
+                Some(Witness {
+                    name: name.to_string(),
+                    reason: reason.to_string(),
+                    strokes_sha256: digest(&w_strokes)?,
+                    png_sha256: digest(&w.signature_png_sha256)?,
+                })
+            }
+        };
+        let location = request.location.or(v.location);
+        if let Some(p) = location {
+            validate_place(&p)?;
+        }
+        let mut photos = v
+            .photos
+            .keys()
+            .map(|p| digest(p))
+            .collect::<Result<Vec<_>>>()?;
+        photos.sort();
+        photos.dedup();
+        photos.truncate(evidence::MAX_RECORD_PHOTOS);
+        let id = EvidenceId::new();
+        let tx = self.conn.transaction()?;
+        let counter = get_meta(&tx, "evidence_counter")?
+            .and_then(|c| c.parse::<u64>().ok())
+            .unwrap_or(0)
+            + 1;
+        let record = EvidenceRecord {
+            id,
+            kind: request.kind,
+            household,
+            visit,
+            signer: request.signer,
+            signer_name: resident.name.clone(),
+            template_id,
+            template_version: template.version,
+            text_sha256: evidence::sha256(template.shown_text().as_bytes()),
+            strokes_sha256: digest(&strokes)?,
+            png_sha256: digest(&request.signature_png_sha256)?,
+            witness,
+            photos,
+            place: location.map(Place::from),
+            signed_at_ms: now,
+            device: self.device,
+            key: self.key.public(),
+            counter,
+        };
+        let signed = evidence::sign_record(&self.key, &record)?;
+        let entry = EvidenceEntry {
+            record: model::Bytes(signed.record),
+            signature: model::Bytes(signed.signature),
+        };
+        set_meta(&tx, "evidence_counter", &counter.to_string())?;
+        edit_in(&tx, &self.device, household, |doc| {
+            model::add_evidence(doc, id, &entry, now)
+        })?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Re-checks the evidence records held on this phone (all, or one household's):
+    /// each record's canonical form and device signature, that it sits under its own
+    /// ID in its own household, that this phone's records name one of its keys, the
+    /// hash of every cited blob held here, and the server's receipt when it has come
+    /// back (entry hash and countersignature under a key of the organisation document).
+    ///
+    /// Errors: [`Error::NoSuchHousehold`] for an unknown `household`; [`Error::Storage`].
+    pub fn verify_evidence(&self, household: Option<HouseholdId>) -> Result<Vec<EvidenceCheck>> {
+        let ids: Vec<HouseholdId> = match household {
+            Some(id) => vec![id],
+            None => {
+                let mut stmt = self.conn.prepare(
+                    "SELECT doc_id FROM documents WHERE kind = 'household' ORDER BY doc_id",
+                )?;
+                stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?
+                    .map(|r| r.map(|b| HouseholdId(uuid_from(&b))))
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        let org = self.organisation()?;
+        let own_keys: Vec<Vec<u8>> = {
+            let mut stmt = self.conn.prepare("SELECT public_key FROM device_keys")?;
+            stmt.query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        let mut out = Vec::new();
+        for id in ids {
+            let h = self.household(id)?;
+            for (key, entry) in &h.evidence {
+                let mut check = EvidenceCheck {
+                    household: id,
+                    evidence: key.clone(),
+                    problems: Vec::new(),
+                    blobs_not_here: 0,
+                    receipt: ReceiptState::Pending,
+                };
+                match evidence::verify_record(&entry.record.0, &entry.signature.0, None) {
+                    Err(e) => check.problems.push(e.to_string()),
+                    Ok(record) => {
+                        if record.id.to_string() != *key {
+                            check
+                                .problems
+                                .push("filed under another record's ID".into());
+                        }
+                        if record.household != id {
+                            check.problems.push("names another household".into());
+                        }
+                        if record.device == self.device
+                            && !own_keys.iter().any(|k| k[..] == record.key)
+                        {
+                            check
+                                .problems
+                                .push("signed with a key this phone never had".into());
+                        }
+                        for (what, hash) in record.blobs() {
+                            let hex_hash = hex::encode(hash);
+                            match self.blob(&hex_hash)? {
+                                None => check.blobs_not_here += 1,
+                                Some(bytes) if evidence::sha256(&bytes) != hash => {
+                                    check.problems.push(format!(
+                                        "the {what} blob {hex_hash} does not match its hash"
+                                    ))
+                                }
+                                Some(_) => {}
+                            }
+                        }
+                    }
+                }
+                if let Some(receipt) = h.receipts.get(key) {
+                    match check_receipt(org.as_ref(), entry, key, receipt) {
+                        Ok(()) => check.receipt = ReceiptState::Verified,
+                        Err(problem) => {
+                            check.receipt = ReceiptState::Broken;
+                            check.problems.push(problem);
+                        }
+                    }
+                }
+                out.push(check);
+            }
+        }
+        Ok(out)
     }
 
     /// Takes in a photo (DESIGN.md section 7: upright, at most 1600 px, JPEG q80, no
@@ -644,12 +1237,17 @@ fn load_doc(conn: &Connection, id: Uuid, device: &DeviceId) -> Result<Option<Aut
 }
 
 fn save_doc(tx: &Transaction<'_>, id: Uuid, doc: &Automerge) -> Result<()> {
+    let kind = model::document_kind(doc).unwrap_or_else(|| "household".into());
     tx.execute(
-        "INSERT INTO documents (doc_id, kind, bytes, updated_at_ms) VALUES (?1, 'household', ?2, ?3)
-         ON CONFLICT (doc_id) DO UPDATE SET bytes = excluded.bytes, updated_at_ms = excluded.updated_at_ms",
-        params![&id.as_bytes()[..], doc.save(), now_ms()],
+        "INSERT INTO documents (doc_id, kind, bytes, updated_at_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (doc_id) DO UPDATE SET kind = excluded.kind, bytes = excluded.bytes,
+             updated_at_ms = excluded.updated_at_ms",
+        params![&id.as_bytes()[..], kind, doc.save(), now_ms()],
     )?;
-    index_household(tx, id, doc)
+    if kind == "household" {
+        index_household(tx, id, doc)?;
+    }
+    Ok(())
 }
 
 fn index_household(tx: &Transaction<'_>, id: Uuid, doc: &Automerge) -> Result<()> {
@@ -673,7 +1271,7 @@ fn index_household(tx: &Transaction<'_>, id: Uuid, doc: &Automerge) -> Result<()
             h.head_name,
             names.join(" "),
             format!("{} ", phones.join(" ")),
-            h.visit_status().map(|s| s.as_str()),
+            h.visit_status(),
             h.visits.len() as i64,
         ],
     )?;
@@ -755,8 +1353,124 @@ fn apply_update(tx: &Transaction<'_>, device: &DeviceId, update: &DocUpdate) -> 
     Ok(())
 }
 
+/// What [`Store::finish_visit`] names when a completed visit lacks a signed paper.
+pub const MISSING_EVIDENCE: &str = "a signed notice or pledge";
+/// What [`Store::finish_visit`] names when a completed visit lacks a photo.
+pub const MISSING_PHOTO: &str = "a photo";
+
+/// Media type of a compact signature strokes blob ([`signature::encode_strokes`]).
+pub const STROKES_MEDIA_TYPE: &str = "application/vnd.doorstep.strokes+cbor";
+
+/// Checks a receipt against its record: the log entry it describes hashes to
+/// `entry_sha256`, and the server's signature of that hash verifies under the key it
+/// names, which the organisation document lists.
+fn check_receipt(
+    org: Option<&Organisation>,
+    entry: &EvidenceEntry,
+    key: &str,
+    receipt: &model::Receipt,
+) -> std::result::Result<(), String> {
+    let evidence_id = EvidenceId::parse(key).ok_or("the record's ID is not a UUID")?;
+    let prev: [u8; 32] = receipt
+        .prev
+        .0
+        .as_slice()
+        .try_into()
+        .map_err(|_| "receipt: prev is not 32 bytes")?;
+    let log = evidence::LogEntry {
+        seq: receipt.seq,
+        prev,
+        evidence: evidence_id,
+        record_sha256: evidence::sha256(&entry.record.0),
+        device_signature: entry.signature.0.clone(),
+        received_at_ms: receipt.received_at_ms,
+    };
+    let hash = log.hash();
+    if receipt.entry_sha256.0 != hash {
+        return Err("the receipt does not describe this record".into());
+    }
+    let listed = org.is_some_and(|o| o.server_keys.contains_key(&receipt.server_key));
+    let server_key = evidence::parse_sha256(&receipt.server_key)
+        .filter(|_| listed)
+        .ok_or("the receipt is signed by a key the organisation does not list")?;
+    if !evidence::verify_receipt(&server_key, &hash, &receipt.server_signature.0) {
+        return Err("the server's countersignature does not verify".into());
+    }
+    Ok(())
+}
+
+fn invalid(field: &'static str, reason: &str) -> Error {
+    Error::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+fn check_text(field: &'static str, text: &str, min: usize, max: usize) -> Result<()> {
+    let n = text.chars().count();
+    if n < min || n > max || text.chars().any(char::is_control) {
+        return Err(invalid(
+            field,
+            &format!("{min} to {max} characters, no control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn digest(hex_text: &str) -> Result<[u8; 32]> {
+    evidence::parse_sha256(hex_text).ok_or_else(|| invalid("sha256", "not 64 hex digits"))
+}
+
+/// Whether the resident is known to be under 18 at `now_ms`: by the birth date, else by
+/// the date inside an 18-digit ID number (GB 11643-1999, digits 7 to 14). Unknown ages
+/// are not refused: many rosters have neither.
+fn is_minor(resident: &model::Resident, now_ms: i64) -> bool {
+    let from_id = resident.id_number.as_deref().and_then(|id| {
+        let d = id.get(6..14)?;
+        d.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..]))
+    });
+    let Some(birth) = resident.birth_date.clone().or(from_id) else {
+        return false;
+    };
+    let today = model::town_date(now_ms);
+    let (Ok(year), Some(rest)) = (today[..4].parse::<i32>(), today.get(4..)) else {
+        return false;
+    };
+    let adult_if_born_by = format!("{:04}{rest}", year - 18);
+    birth.as_str() > adult_if_born_by.as_str()
+}
+
+fn current_key(conn: &Connection) -> Result<Option<DeviceKey>> {
+    let seed: Option<Vec<u8>> = conn
+        .query_row(
+            "SELECT seed FROM device_keys WHERE retired_at_ms IS NULL ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    seed.map(|s| {
+        let seed: [u8; 32] = s
+            .try_into()
+            .map_err(|_| invalid("device_key", "the stored key is not 32 bytes"))?;
+        Ok(DeviceKey::from_seed(&seed))
+    })
+    .transpose()
+}
+
+fn insert_new_key(conn: &Connection) -> Result<DeviceKey> {
+    let key = DeviceKey::generate()?;
+    conn.execute(
+        "INSERT INTO device_keys (seed, public_key, created_at_ms) VALUES (?1, ?2, ?3)",
+        params![&key.seed()[..], &key.public()[..], now_ms()],
+    )?;
+    Ok(key)
+}
+
 /// The statuses a household list can be filtered by.
-const STATUSES: [&str; 5] = [
+const STATUSES: [&str; 6] = [
+    "in_progress",
     "completed",
     "nobody_home",
     "refused",
@@ -769,8 +1483,9 @@ pub const MAX_REMARKS_CHARS: usize = 2000;
 
 /// Checks a visit before it is written: times between 2000-01-01 and 2100-01-01 UTC,
 /// the end not before the start and at most 24 hours after it; at most 32 target
-/// groups of at most 50 characters; remarks of at most [`MAX_REMARKS_CHARS`];
-/// latitude -90..=90 and longitude -180..=180 degrees, accuracy 0..=100,000 m.
+/// groups of at most 50 characters; remarks of at most [`MAX_REMARKS_CHARS`]; a reason
+/// of 1 to 200 characters for every outcome but completed; the place as
+/// [`validate_place`] checks it.
 ///
 /// Errors: [`Error::Invalid`] naming the first field that breaks a rule.
 pub fn validate_visit(visit: &NewVisit) -> Result<()> {
@@ -810,18 +1525,41 @@ pub fn validate_visit(visit: &NewVisit) -> Result<()> {
     if visit.remarks.chars().count() > MAX_REMARKS_CHARS {
         return bad("remarks", "remarks are at most 2000 characters");
     }
+    let reason = visit.outcome_reason.trim();
+    if visit.outcome != VisitOutcome::Completed && reason.is_empty() {
+        return bad(
+            "outcome_reason",
+            "say why the visit did not complete (nobody home, refused, moved away)",
+        );
+    }
+    if reason.chars().count() > 200 {
+        return bad("outcome_reason", "a reason is at most 200 characters");
+    }
     if let Some(p) = visit.location {
-        if !(p.lat.is_finite() && (-90.0..=90.0).contains(&p.lat)) {
-            return bad("location.lat", "latitude is -90 to 90 degrees");
-        }
-        if !(p.lon.is_finite() && (-180.0..=180.0).contains(&p.lon)) {
-            return bad("location.lon", "longitude is -180 to 180 degrees");
-        }
-        if let Some(a) = p.accuracy_m
-            && !(a.is_finite() && (0.0..=100_000.0).contains(&a))
-        {
-            return bad("location.accuracy_m", "accuracy is 0 to 100,000 metres");
-        }
+        validate_place(&p)?;
+    }
+    Ok(())
+}
+
+/// Checks a place: latitude -90..=90 and longitude -180..=180 degrees, accuracy
+/// 0..=100,000 m, all finite.
+///
+/// Errors: [`Error::Invalid`] naming `location.lat`, `location.lon` or
+/// `location.accuracy_m`.
+pub fn validate_place(p: &GeoPoint) -> Result<()> {
+    if !(p.lat.is_finite() && (-90.0..=90.0).contains(&p.lat)) {
+        return Err(invalid("location.lat", "latitude is -90 to 90 degrees"));
+    }
+    if !(p.lon.is_finite() && (-180.0..=180.0).contains(&p.lon)) {
+        return Err(invalid("location.lon", "longitude is -180 to 180 degrees"));
+    }
+    if let Some(a) = p.accuracy_m
+        && !(a.is_finite() && (0.0..=100_000.0).contains(&a))
+    {
+        return Err(invalid(
+            "location.accuracy_m",
+            "accuracy is 0 to 100,000 metres",
+        ));
     }
     Ok(())
 }
@@ -933,7 +1671,8 @@ mod tests {
             s.record_visit(
                 id,
                 NewVisit {
-                    outcome: VisitOutcome::Completed,
+                    outcome: VisitOutcome::NobodyHome,
+                    outcome_reason: "nobody answered".into(),
                     started_at_ms: 1_780_000_000_000,
                     finished_at_ms: Some(1_780_000_000_001),
                     target_groups_reached: vec![],
@@ -958,7 +1697,7 @@ mod tests {
         assert_eq!(s.households(&q("1234")).unwrap().len(), 1);
         assert_eq!(s.households(&q("9999")).unwrap().len(), 0);
         let done = HouseholdQuery {
-            status: Some("completed".into()),
+            status: Some("nobody_home".into()),
             ..Default::default()
         };
         assert_eq!(s.households(&done).unwrap()[0].visits, 1);
@@ -983,7 +1722,8 @@ mod tests {
         let mut confirmed = Vec::new();
         let err = loop {
             let visit = NewVisit {
-                outcome: VisitOutcome::Completed,
+                outcome: VisitOutcome::NobodyHome,
+                outcome_reason: "nobody answered".into(),
                 started_at_ms: 1_780_000_000_000,
                 finished_at_ms: Some(1_780_000_000_001),
                 target_groups_reached: vec![],
@@ -1039,7 +1779,8 @@ mod tests {
 
     fn visit_at(start: i64) -> NewVisit {
         NewVisit {
-            outcome: VisitOutcome::Completed,
+            outcome: VisitOutcome::NobodyHome,
+            outcome_reason: "nobody answered".into(),
             started_at_ms: start,
             finished_at_ms: Some(start + 60_000),
             target_groups_reached: vec!["老年人".into()],
@@ -1140,7 +1881,8 @@ mod tests {
             .record_visit(
                 id,
                 NewVisit {
-                    outcome: VisitOutcome::Completed,
+                    outcome: VisitOutcome::NobodyHome,
+                    outcome_reason: "nobody answered".into(),
                     started_at_ms: 1_780_000_000_010,
                     finished_at_ms: Some(1_780_000_000_005),
                     target_groups_reached: vec![],
@@ -1150,5 +1892,380 @@ mod tests {
             )
             .unwrap_err();
         assert!(matches!(err, Error::Invalid { .. }));
+    }
+
+    /// A store holding one household (head 张三, adult; child 张小, 10 years old) and
+    /// an organisation document with a notice and a pledge in force.
+    fn signing_store(dir: &Path) -> (Store, HouseholdId, ResidentId, ResidentId) {
+        let mut store = Store::open(dir.join("s.db")).unwrap();
+        let id = HouseholdId::new();
+        let mut h = Household::new(id, "东坡村", "东坡村第1网格", "东坡村1号");
+        let (head, child) = (ResidentId::new(), ResidentId::new());
+        h.residents.insert(
+            head.to_string(),
+            model::Resident {
+                name: "张三".into(),
+                relation: "户主".into(),
+                birth_date: Some("1960-05-01".into()),
+                ..Default::default()
+            },
+        );
+        let ten_years_ago = model::town_date(now_ms() - 10 * 365 * 86_400_000);
+        h.residents.insert(
+            child.to_string(),
+            model::Resident {
+                name: "张小".into(),
+                relation: "子".into(),
+                birth_date: Some(ten_years_ago),
+                ..Default::default()
+            },
+        );
+        let server = automerge::ActorId::random();
+        let doc = model::new_household_doc(&h, server.clone(), 0).unwrap();
+        store.insert_household_doc(&doc.save(), id).unwrap();
+        let mut org = model::new_organisation_doc(&Organisation::new(), server, 0).unwrap();
+        for (tid, kind) in [
+            ("notice", EvidenceKind::Notice),
+            ("pledge", EvidenceKind::Pledge),
+        ] {
+            let mut v = TemplateVersion {
+                title: format!("{tid} title"),
+                body: "不出租、不出借银行卡；拿不准就打 96110。".into(),
+                version: 1,
+                effective_from: "2021-01-01".into(),
+                text_sha256: String::new(),
+            };
+            v.text_sha256 = hex::encode(evidence::sha256(v.shown_text().as_bytes()));
+            model::add_template_version(&mut org, tid, kind, &v, 0).unwrap();
+        }
+        store
+            .insert_household_doc(&org.save(), HouseholdId::new())
+            .unwrap();
+        (store, id, head, child)
+    }
+
+    fn squiggle(width: f32) -> SignatureStrokes {
+        let points = (0..40)
+            .map(|i| signature::StrokePoint {
+                x: 20.0 + i as f32 * width / 50.0,
+                y: 60.0 + ((i as f32) * 0.7).sin() * 30.0,
+                t_ms: i * 15,
+                pressure: None,
+            })
+            .collect();
+        SignatureStrokes {
+            surface_width: width,
+            surface_height: 150.0,
+            strokes: vec![signature::Stroke { points }],
+        }
+    }
+
+    fn sign(
+        s: &mut Store,
+        h: HouseholdId,
+        v: VisitId,
+        kind: EvidenceKind,
+        signer: ResidentId,
+    ) -> Result<EvidenceId> {
+        let c = s.capture_signature(&squiggle(400.0), InkRule::Signature)?;
+        s.sign_evidence(
+            h,
+            v,
+            SignRequest {
+                kind,
+                template_id: None,
+                signer,
+                signature_png_sha256: c.png_sha256,
+                witness: None,
+                location: None,
+            },
+        )
+    }
+
+    fn completed() -> VisitFinish {
+        VisitFinish {
+            outcome: VisitOutcome::Completed,
+            outcome_reason: String::new(),
+            finished_at_ms: now_ms() + 1,
+            target_groups_reached: vec![],
+            remarks: String::new(),
+        }
+    }
+
+    fn tiny_jpeg() -> Vec<u8> {
+        let img =
+            image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 3, y as u8 * 5, 90]));
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn a_completed_visit_needs_a_signed_paper_and_a_photo() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, h, head, _) = signing_store(dir.path());
+        let start = VisitStart {
+            started_at_ms: now_ms(),
+            location: None,
+        };
+        let v = s.start_visit(h, start).unwrap();
+        let missing = |e: Error| match e {
+            Error::Incomplete { missing } => missing,
+            other => panic!("expected Incomplete, got {other}"),
+        };
+        assert_eq!(
+            missing(s.finish_visit(h, v, completed()).unwrap_err()),
+            [MISSING_EVIDENCE, MISSING_PHOTO]
+        );
+        s.attach_photo(h, v, &tiny_jpeg()).unwrap();
+        assert_eq!(
+            missing(s.finish_visit(h, v, completed()).unwrap_err()),
+            [MISSING_EVIDENCE]
+        );
+        let e = sign(&mut s, h, v, EvidenceKind::Pledge, head).unwrap();
+        s.finish_visit(h, v, completed()).unwrap();
+        let done = s.household(h).unwrap();
+        assert_eq!(
+            done.visits[&v.to_string()].outcome,
+            Some(VisitOutcome::Completed)
+        );
+        assert_eq!(done.visit_status(), Some("completed"));
+        // The record cites the photo, the template and the counter, and verifies here.
+        let record =
+            EvidenceRecord::from_canonical(&done.evidence[&e.to_string()].record.0).unwrap();
+        assert_eq!(record.photos.len(), 1);
+        assert_eq!(record.template_id, "pledge");
+        assert_eq!(record.counter, 1);
+        let checks = s.verify_evidence(None).unwrap();
+        assert_eq!(checks.len(), 1);
+        assert!(checks[0].problems.is_empty(), "{:?}", checks[0].problems);
+        assert_eq!(checks[0].receipt, ReceiptState::Pending);
+        // A finished visit takes no more signatures and cannot be finished again.
+        assert!(matches!(
+            sign(&mut s, h, v, EvidenceKind::Notice, head),
+            Err(Error::Invalid { field: "visit", .. })
+        ));
+        assert!(matches!(
+            s.finish_visit(h, v, completed()),
+            Err(Error::Invalid { field: "visit", .. })
+        ));
+        // The next record takes the next counter.
+        let v2 = s
+            .start_visit(
+                h,
+                VisitStart {
+                    started_at_ms: now_ms(),
+                    location: None,
+                },
+            )
+            .unwrap();
+        let e2 = sign(&mut s, h, v2, EvidenceKind::Notice, head).unwrap();
+        let r2 = s.household(h).unwrap().evidence[&e2.to_string()]
+            .record
+            .clone();
+        assert_eq!(EvidenceRecord::from_canonical(&r2.0).unwrap().counter, 2);
+    }
+
+    #[test]
+    fn other_outcomes_need_a_reason_and_a_visit_is_voided_not_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, h, _, _) = signing_store(dir.path());
+        let v = s
+            .start_visit(
+                h,
+                VisitStart {
+                    started_at_ms: now_ms(),
+                    location: None,
+                },
+            )
+            .unwrap();
+        let away = |reason: &str| VisitFinish {
+            outcome: VisitOutcome::NobodyHome,
+            outcome_reason: reason.into(),
+            ..completed()
+        };
+        assert!(matches!(
+            s.finish_visit(h, v, away("  ")),
+            Err(Error::Invalid {
+                field: "outcome_reason",
+                ..
+            })
+        ));
+        s.finish_visit(h, v, away("敲门无人应答")).unwrap();
+        assert!(matches!(
+            s.void_visit(h, v, ""),
+            Err(Error::Invalid {
+                field: "reason",
+                ..
+            })
+        ));
+        s.void_visit(h, v, "记错了户").unwrap();
+        let after = s.household(h).unwrap();
+        assert_eq!(after.visits.len(), 1, "a voided visit stays");
+        assert_eq!(
+            after.visits[&v.to_string()].voided.as_ref().unwrap().reason,
+            "记错了户"
+        );
+        assert_eq!(after.visit_status(), None, "voided visits do not count");
+    }
+
+    #[test]
+    fn blank_signatures_minors_and_unwitnessed_marks_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, h, head, child) = signing_store(dir.path());
+        let v = s
+            .start_visit(
+                h,
+                VisitStart {
+                    started_at_ms: now_ms(),
+                    location: None,
+                },
+            )
+            .unwrap();
+        let blobs_before = s.pending_blobs().unwrap().len();
+        let blank = SignatureStrokes {
+            surface_width: 400.0,
+            surface_height: 150.0,
+            strokes: vec![],
+        };
+        assert!(matches!(
+            s.capture_signature(&blank, InkRule::Signature),
+            Err(Error::Signature(signature::SignatureError::Blank { .. }))
+        ));
+        let dot = SignatureStrokes {
+            strokes: vec![signature::Stroke {
+                points: vec![signature::StrokePoint {
+                    x: 50.0,
+                    y: 50.0,
+                    t_ms: 0,
+                    pressure: None,
+                }],
+            }],
+            ..blank.clone()
+        };
+        assert!(matches!(
+            s.capture_signature(&dot, InkRule::Mark),
+            Err(Error::Signature(signature::SignatureError::Blank { .. }))
+        ));
+        assert_eq!(
+            s.pending_blobs().unwrap().len(),
+            blobs_before,
+            "nothing stored"
+        );
+        // A child does not sign.
+        assert!(matches!(
+            sign(&mut s, h, v, EvidenceKind::Notice, child),
+            Err(Error::Invalid {
+                field: "signer",
+                ..
+            })
+        ));
+        // A mark needs a witness; the witness signs in full.
+        let cross = SignatureStrokes {
+            strokes: vec![
+                signature::Stroke {
+                    points: (0..8)
+                        .map(|i| signature::StrokePoint {
+                            x: 180.0 + i as f32 * 4.0,
+                            y: 60.0 + i as f32 * 4.0,
+                            t_ms: i * 10,
+                            pressure: None,
+                        })
+                        .collect(),
+                },
+                signature::Stroke {
+                    points: (0..8)
+                        .map(|i| signature::StrokePoint {
+                            x: 208.0 - i as f32 * 4.0,
+                            y: 60.0 + i as f32 * 4.0,
+                            t_ms: 200 + i * 10,
+                            pressure: None,
+                        })
+                        .collect(),
+                },
+            ],
+            ..blank.clone()
+        };
+        let mark = s.capture_signature(&cross, InkRule::Mark).unwrap();
+        let request = |witness| SignRequest {
+            kind: EvidenceKind::Notice,
+            template_id: None,
+            signer: head,
+            signature_png_sha256: mark.png_sha256.clone(),
+            witness,
+            location: None,
+        };
+        assert!(matches!(
+            s.sign_evidence(h, v, request(None)),
+            Err(Error::Invalid {
+                field: "signature",
+                ..
+            })
+        ));
+        let witness_sig = s
+            .capture_signature(&squiggle(400.0), InkRule::Signature)
+            .unwrap();
+        let witness = |name: &str| WitnessInput {
+            name: name.into(),
+            reason: "不会写字，画押".into(),
+            signature_png_sha256: witness_sig.png_sha256.clone(),
+        };
+        assert!(matches!(
+            s.sign_evidence(h, v, request(Some(witness("")))),
+            Err(Error::Invalid {
+                field: "witness.name",
+                ..
+            })
+        ));
+        let e = s
+            .sign_evidence(h, v, request(Some(witness("李四"))))
+            .unwrap();
+        let record = EvidenceRecord::from_canonical(
+            &s.household(h).unwrap().evidence[&e.to_string()].record.0,
+        )
+        .unwrap();
+        assert_eq!(record.witness.as_ref().unwrap().name, "李四");
+        assert_eq!(record.blobs().len(), 4);
+        assert!(s.verify_evidence(Some(h)).unwrap()[0].problems.is_empty());
+    }
+
+    #[test]
+    fn a_damaged_blob_or_a_renewed_key_shows_in_the_phones_own_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, h, head, _) = signing_store(dir.path());
+        let v = s
+            .start_visit(
+                h,
+                VisitStart {
+                    started_at_ms: now_ms(),
+                    location: None,
+                },
+            )
+            .unwrap();
+        sign(&mut s, h, v, EvidenceKind::Notice, head).unwrap();
+        let old_key = s.device_public_key();
+        assert_ne!(s.renew_device_key().unwrap(), old_key);
+        sign(&mut s, h, v, EvidenceKind::Pledge, head).unwrap();
+        let checks = s.verify_evidence(None).unwrap();
+        assert_eq!(checks.len(), 2);
+        assert!(checks.iter().all(|c| c.problems.is_empty()), "{checks:?}");
+        // Reopening keeps the new key.
+        drop(s);
+        let mut s = Store::open(dir.path().join("s.db")).unwrap();
+        assert_ne!(s.device_public_key(), old_key);
+        // A blob changed on disk is named.
+        s.conn
+            .execute(
+                "UPDATE blobs SET bytes = zeroblob(10) WHERE media_type = 'image/png'",
+                [],
+            )
+            .unwrap();
+        let checks = s.verify_evidence(None).unwrap();
+        assert!(
+            checks
+                .iter()
+                .all(|c| c.problems.iter().any(|p| p.contains("signature image")))
+        );
+        s.set_setting("x", "y").unwrap();
     }
 }

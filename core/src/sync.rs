@@ -27,6 +27,12 @@ pub struct SignInRequest {
     pub password: String,
     /// The phone's device ID (its Automerge actor).
     pub device_id: String,
+    /// The public half of the phone's evidence signing key: 64 lowercase hex digits
+    /// (32 bytes, RFC 8032). The server registers it for the device; a key it has not
+    /// seen replaces the previous one for new records, which stay verifiable. Empty:
+    /// register nothing.
+    #[serde(default)]
+    pub device_key: String,
 }
 
 /// `POST /v1/devices/sign-in` answer (JSON).
@@ -95,8 +101,8 @@ impl Client {
         Ok((status, body))
     }
 
-    /// Signs `username` in on behalf of this phone and keeps the device token, the server
-    /// address and the account name in the store.
+    /// Signs `username` in on behalf of this phone, registers the phone's evidence key,
+    /// and keeps the device token, the server address and the account name in the store.
     ///
     /// Errors: [`Error::Unauthorized`] for a wrong name or password; [`Error::Network`].
     pub fn sign_in(&self, store: &mut Store, username: &str, password: &str) -> Result<()> {
@@ -104,6 +110,7 @@ impl Client {
             username: username.into(),
             password: password.into(),
             device_id: store.device_id().to_string(),
+            device_key: hex::encode(store.device_public_key()),
         })
         .map_err(|e| Error::Network(e.to_string()))?;
         let resp = self
@@ -121,6 +128,7 @@ impl Client {
         store.set_setting("server_url", &self.base)?;
         store.set_setting("username", username)?;
         store.set_setting("token", &answer.token)?;
+        store.set_setting("registered_key", &hex::encode(store.device_public_key()))?;
         Ok(())
     }
 
@@ -197,7 +205,8 @@ fn error_parts(body: &[u8]) -> (String, String) {
 /// after the cursor, uploads the blobs the server lacks. `progress` is called after each
 /// answer; setting `cancel` stops before the next request, keeping what was confirmed.
 ///
-/// Errors: [`Error::NotSignedIn`]; [`Error::Unauthorized`] when the token was revoked;
+/// Errors: [`Error::NotSignedIn`]; [`Error::Unauthorized`] when the token was revoked,
+/// or the evidence key was renewed since the last sign-in (sign in again to register it);
 /// [`Error::Network`] and [`Error::Server`] as they come (everything confirmed before
 /// stays confirmed, and the next sync resumes); [`Error::Cancelled`].
 pub fn sync_now(
@@ -208,6 +217,12 @@ pub fn sync_now(
     let (Some(url), Some(token)) = (store.setting("server_url")?, store.setting("token")?) else {
         return Err(Error::NotSignedIn);
     };
+    if store.setting("registered_key")? != Some(hex::encode(store.device_public_key())) {
+        // Records signed with a key the server does not know would all be refused.
+        return Err(Error::Unauthorized(
+            "this phone's evidence key is not registered with the server; sign in again".into(),
+        ));
+    }
     let client = Client::new(&url);
     let mut session = SyncSession::new(store.cursor()?, store.outbox()?, store.pending_blobs()?);
     loop {

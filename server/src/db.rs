@@ -10,8 +10,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use automerge::{ActorId, Automerge, Change, ReadDoc};
-use doorstep_core::model::{self, DeviceId, Household, HouseholdId};
+use std::collections::HashSet;
+
+use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
+use doorstep_core::evidence::DeviceKey;
+use doorstep_core::model::{
+    self, DeviceId, EvidenceKind, Household, HouseholdId, Organisation, TemplateVersion,
+};
 use doorstep_core::protocol::{
     BlobQuery, BlobQueryResponse, DocUpdate, PROTOCOL_VERSION, RejectedChange, SyncRequest,
     SyncResponse, UpdateKind,
@@ -24,7 +29,12 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
-const MIGRATIONS: &[&str] = &[include_str!("db/0001_init.sql")];
+pub mod evidence;
+
+const MIGRATIONS: &[&str] = &[
+    include_str!("db/0001_init.sql"),
+    include_str!("db/0002_evidence.sql"),
+];
 
 /// `PRAGMA application_id` of a server database ("DSSV"), set by the first migration.
 pub const APPLICATION_ID: i32 = 0x4453_5356;
@@ -131,6 +141,8 @@ pub struct Totals {
     pub conflicts: u64,
     /// Entries in the change log.
     pub changes: u64,
+    /// Entries in the evidence log (signed notices and pledges received).
+    pub evidence: u64,
 }
 
 /// Outcome of a roster import into the database.
@@ -152,6 +164,8 @@ pub struct ServerDb {
     page_bytes: usize,
     blob_dir: PathBuf,
     actor: ActorId,
+    server_key: DeviceKey,
+    organisation: Uuid,
 }
 
 impl ServerDb {
@@ -221,12 +235,65 @@ impl ServerDb {
                 actor
             }
         };
+        let server_key = evidence::load_or_create_server_key(dir)?;
+        let organisation = ensure_organisation(&mut conn, &actor, &server_key)?;
+        upgrade_households(&mut conn, &actor)?;
         Ok(Self {
             conn: Mutex::new(conn),
             page_bytes: PAGE_BYTES,
             blob_dir: dir.join("blobs"),
             actor,
+            server_key,
+            organisation,
         })
+    }
+
+    /// The public half of the key the server countersigns evidence with (32 bytes).
+    pub fn server_public_key(&self) -> [u8; 32] {
+        self.server_key.public()
+    }
+
+    /// The organisation document's content: templates and server keys.
+    pub fn organisation(&self) -> Result<Organisation> {
+        let conn = self.conn();
+        read_organisation(&conn, self.organisation)
+    }
+
+    /// Publishes a new version of a notice or pledge template (creating the template when
+    /// new): the next version number, in force from `effective_from` (`YYYY-MM-DD`, town
+    /// time). Phones receive it at their next sync; versions are never overwritten, so
+    /// every signed record keeps pointing at the text it was signed under.
+    ///
+    /// Errors: [`Error::BadRequest`] for a field out of bounds (see
+    /// [`evidence::check_template`]) or a template of the other kind.
+    pub fn publish_template(
+        &self,
+        template_id: &str,
+        kind: EvidenceKind,
+        title: &str,
+        body: &str,
+        effective_from: &str,
+    ) -> Result<TemplateVersion> {
+        let (title, body) = (title.trim(), body.trim());
+        evidence::check_template(template_id, title, body, effective_from)?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let org = read_organisation(&tx, self.organisation)?;
+        let next = org
+            .templates
+            .get(template_id)
+            .and_then(|t| t.versions.values().map(|v| v.version).max())
+            .unwrap_or(0)
+            + 1;
+        let version = evidence::template_version(title, body, next, effective_from);
+        let now = now_ms();
+        let mut doc = load_doc(&tx, self.organisation)?.with_actor(self.actor.clone());
+        let before = doc.get_heads();
+        model::add_template_version(&mut doc, template_id, kind, &version, now)
+            .map_err(|e| Error::BadRequest(e.to_string()))?;
+        store_server_changes(&tx, self.organisation, &doc, &before, now)?;
+        tx.commit()?;
+        Ok(version)
     }
 
     /// Bounds the document bytes of one pull page (default [`PAGE_BYTES`]); at least one
@@ -357,10 +424,20 @@ impl ServerDb {
     /// Checks a password and issues a new device token for `device_id` (replacing the
     /// device's earlier token). Returns the token; only its SHA-256 is stored.
     ///
+    /// Registers `device_key`, the phone's evidence key, when given (see
+    /// [`evidence::register_key`]).
+    ///
     /// Errors: [`Error::Unauthorized`] for an unknown account, a wrong password or a
     /// disabled account (one message for all, so names cannot be probed);
-    /// [`Error::Conflict`] when the device is enrolled to another account.
-    pub fn sign_in(&self, username: &str, password: &str, device_id: DeviceId) -> Result<String> {
+    /// [`Error::Conflict`] when the device is enrolled to another account or the key
+    /// belongs to another device.
+    pub fn sign_in(
+        &self,
+        username: &str,
+        password: &str,
+        device_id: DeviceId,
+        device_key: Option<[u8; 32]>,
+    ) -> Result<String> {
         const REFUSED: &str = "wrong user name or password";
         let row: Option<(i64, String, bool)> = self
             .conn()
@@ -379,7 +456,8 @@ impl ServerDb {
             return Err(Error::Unauthorized(REFUSED));
         }
         let token = crate::auth::new_token();
-        let conn = self.conn();
+        let mut conn = self.conn();
+        let conn = conn.transaction()?;
         let owner: Option<i64> = conn
             .query_row(
                 "SELECT user_id FROM devices WHERE device_id = ?1",
@@ -397,6 +475,10 @@ impl ServerDb {
              ON CONFLICT (device_id) DO UPDATE SET token_hash = excluded.token_hash, revoked_at_ms = NULL",
             params![device_id.to_string(), user_id, crate::auth::token_hash(&token), now_ms()],
         )?;
+        if let Some(key) = device_key {
+            evidence::register_key(&conn, &device_id, &key, now_ms())?;
+        }
+        conn.commit()?;
         Ok(token)
     }
 
@@ -442,15 +524,16 @@ impl ServerDb {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let mut resp = SyncResponse::default();
+        let mut push = Push {
+            tx: &tx,
+            device,
+            now,
+            server: self,
+            organisation: None,
+            counters: HashSet::new(),
+        };
         for doc_changes in &req.push {
-            push_doc(
-                &tx,
-                device,
-                doc_changes.doc,
-                &doc_changes.changes,
-                now,
-                &mut resp,
-            )?;
+            push.doc(doc_changes.doc, &doc_changes.changes, &mut resp)?;
         }
         // Recorded at most once a minute, so that polling phones cost no disk writes.
         tx.execute(
@@ -543,6 +626,7 @@ impl ServerDb {
             )?,
             conflicts: n("SELECT coalesce(sum(conflicts), 0) FROM households")?,
             changes: n("SELECT count(*) FROM change_log")?,
+            evidence: n("SELECT count(*) FROM evidence_log")?,
         })
     }
 
@@ -619,17 +703,7 @@ fn add_missing_residents(
     let added = model::add_residents(&mut doc, &h.residents, now)
         .map_err(|e| Error::Internal(e.to_string()))?;
     if added > 0 {
-        let changes = doc.get_changes(&heads);
-        let seqs = append_changes(tx, id, &changes, None, now)?;
-        tx.execute(
-            "UPDATE documents SET bytes = ?2, last_seq = ?3, updated_at_ms = ?4 WHERE doc_id = ?1",
-            params![
-                &id.as_bytes()[..],
-                doc.save(),
-                seqs.iter().copied().max().unwrap_or(0),
-                now
-            ],
-        )?;
+        store_server_changes(tx, id, &doc, &heads, now)?;
         project_household(tx, id, &mut doc, now)?;
     }
     Ok(added)
@@ -681,109 +755,391 @@ fn refuse(resp: &mut SyncResponse, hash: Vec<u8>, reason: &str) {
     });
 }
 
-fn push_doc(
-    tx: &Transaction<'_>,
-    device: &Device,
-    doc_id: Uuid,
-    raw: &[ByteBuf],
+/// One sync request's push, document by document, in one transaction.
+struct Push<'a> {
+    tx: &'a Transaction<'a>,
+    device: &'a Device,
     now: i64,
-    resp: &mut SyncResponse,
-) -> Result<()> {
-    let parsed: Vec<(Vec<u8>, Option<Change>)> = raw
-        .iter()
-        .map(|b| {
-            let c = Change::from_bytes(b.to_vec()).ok();
-            let hash = c
-                .as_ref()
-                .map(|c| c.hash().0.to_vec())
-                .unwrap_or_else(|| Sha256::digest(b).to_vec());
-            (hash, c)
-        })
-        .collect();
-    let row: Option<(Vec<u8>, String, String)> = tx
-        .query_row(
-            "SELECT bytes, village, grid FROM documents WHERE doc_id = ?1",
-            [&doc_id.as_bytes()[..]],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
-    let Some((bytes, village, grid)) = row else {
-        for (hash, _) in parsed {
-            refuse(resp, hash, "the household is not known to the server");
-        }
-        return Ok(());
-    };
-    if !device.scope.covers(&village, &grid) {
-        for (hash, _) in parsed {
-            refuse(resp, hash, "the household is outside this account's scope");
-        }
-        return Ok(());
-    }
-    let mut doc = Automerge::load(&bytes).map_err(|e| Error::Internal(e.to_string()))?;
-    let actor = device.device_id.actor();
-    let mut fresh = Vec::new();
-    for (hash, change) in parsed {
-        let Some(change) = change else {
-            refuse(resp, hash, "not a valid Automerge change");
-            continue;
+    server: &'a ServerDb,
+    /// Read once per push, when a record needs its templates.
+    organisation: Option<Organisation>,
+    /// Evidence counters accepted earlier in this push.
+    counters: HashSet<u64>,
+}
+
+impl Push<'_> {
+    /// Checks, applies and stores the changes pushed for one document. Each change is
+    /// taken on its own, in the order sent: refused (with the reason, kept in
+    /// `refused_changes`) when the document is unknown or out of scope, the change is
+    /// not a valid Automerge change, is over 1 MiB, was made by another device, builds on
+    /// a refused change, touches what no phone may write, or carries an evidence record
+    /// that does not verify; acknowledged when stored or already held; left unanswered
+    /// (sent again next time) when its dependencies have not arrived.
+    fn doc(&mut self, doc_id: Uuid, raw: &[ByteBuf], resp: &mut SyncResponse) -> Result<()> {
+        let tx = self.tx;
+        let parsed: Vec<(Vec<u8>, &ByteBuf, Option<Change>)> = raw
+            .iter()
+            .map(|b| {
+                let c = Change::from_bytes(b.to_vec()).ok();
+                let hash = c
+                    .as_ref()
+                    .map(|c| c.hash().0.to_vec())
+                    .unwrap_or_else(|| Sha256::digest(b).to_vec());
+                (hash, b, c)
+            })
+            .collect();
+        let row: Option<(Vec<u8>, String, String, String)> = tx
+            .query_row(
+                "SELECT bytes, kind, village, grid FROM documents WHERE doc_id = ?1",
+                [&doc_id.as_bytes()[..]],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let refuse_all = |this: &Self, resp: &mut SyncResponse, reason: &str| -> Result<()> {
+            for (hash, bytes, _) in &parsed {
+                this.refuse(resp, doc_id, hash, bytes, reason)?;
+            }
+            Ok(())
         };
-        if change.raw_bytes().len() > MAX_CHANGE_BYTES {
-            refuse(resp, hash, "the change is larger than 1 MiB");
-            continue;
+        let Some((bytes, kind, village, grid)) = row else {
+            return refuse_all(self, resp, "the household is not known to the server");
+        };
+        if kind != "household" {
+            return refuse_all(
+                self,
+                resp,
+                "the organisation record is written by the office only",
+            );
         }
-        if change.actor_id() != &actor {
-            refuse(resp, hash, "the change was made by another device");
-            continue;
+        if !self.device.scope.covers(&village, &grid) {
+            return refuse_all(self, resp, "the household is outside this account's scope");
         }
-        if doc.get_change_by_hash(&change.hash()).is_some() {
-            resp.acked.push(ByteBuf::from(hash));
-            continue;
-        }
-        fresh.push(change);
-    }
-    if fresh.is_empty() {
-        return Ok(());
-    }
-    if doc.apply_changes(fresh.clone()).is_err() {
-        // One of them is malformed inside: start again from the stored document and
-        // apply change by change, refusing only those that fail.
-        doc = Automerge::load(&bytes).map_err(|e| Error::Internal(e.to_string()))?;
-        for change in std::mem::take(&mut fresh) {
-            let mut trial = doc.fork();
-            if trial.apply_changes([change.clone()]).is_ok() {
-                doc = trial;
-                fresh.push(change);
-            } else {
-                refuse(
+        let mut doc = Automerge::load(&bytes).map_err(|e| Error::Internal(e.to_string()))?;
+        let actor = self.device.device_id.actor();
+        let mut protected = evidence::Protected::of(&doc);
+        let mut accepted: Vec<Change> = Vec::new();
+        let mut records = Vec::new();
+        let mut refused_here: HashSet<ChangeHash> = HashSet::new();
+        for (hash, raw_bytes, change) in &parsed {
+            let Some(change) = change else {
+                self.refuse(
                     resp,
-                    change.hash().0.to_vec(),
+                    doc_id,
+                    hash,
+                    raw_bytes,
+                    "not a valid Automerge change",
+                )?;
+                continue;
+            };
+            if change.raw_bytes().len() > MAX_CHANGE_BYTES {
+                self.refuse(
+                    resp,
+                    doc_id,
+                    hash,
+                    raw_bytes,
+                    "the change is larger than 1 MiB",
+                )?;
+                continue;
+            }
+            if change.actor_id() != &actor {
+                self.refuse(
+                    resp,
+                    doc_id,
+                    hash,
+                    raw_bytes,
+                    "the change was made by another device",
+                )?;
+                continue;
+            }
+            if doc.get_change_by_hash(&change.hash()).is_some() {
+                resp.acked.push(ByteBuf::from(hash.clone()));
+                continue;
+            }
+            let missing: Vec<&ChangeHash> = change
+                .deps()
+                .iter()
+                .filter(|d| doc.get_change_by_hash(d).is_none())
+                .collect();
+            if !missing.is_empty() {
+                let refused_dep = missing.iter().any(|d| refused_here.contains(*d))
+                    || self.was_refused(missing.iter().copied())?;
+                if refused_dep {
+                    self.refuse(
+                        resp,
+                        doc_id,
+                        hash,
+                        raw_bytes,
+                        "it builds on a change that was refused",
+                    )?;
+                    refused_here.insert(change.hash());
+                }
+                // Otherwise its dependencies have not arrived: neither acknowledged nor
+                // refused, the phone sends it again.
+                continue;
+            }
+            let created = match protected.check(change) {
+                Ok(created) => created,
+                Err(reason) => {
+                    self.refuse(resp, doc_id, hash, raw_bytes, &reason)?;
+                    refused_here.insert(change.hash());
+                    continue;
+                }
+            };
+            let mut trial = doc.fork();
+            if trial.apply_changes([change.clone()]).is_err()
+                || trial.get_change_by_hash(&change.hash()).is_none()
+            {
+                self.refuse(
+                    resp,
+                    doc_id,
+                    hash,
+                    raw_bytes,
                     "the change could not be applied",
-                );
+                )?;
+                refused_here.insert(change.hash());
+                continue;
+            }
+            let mut new_records = Vec::new();
+            let mut refusal = None;
+            for key in &created {
+                if self.organisation.is_none() {
+                    self.organisation = Some(read_organisation(tx, self.server.organisation)?);
+                }
+                let org = self.organisation.as_ref().expect("read just above");
+                match evidence::check_new_entry(
+                    tx,
+                    &trial,
+                    doc_id,
+                    key,
+                    &self.device.device_id,
+                    org,
+                    &self.counters,
+                )? {
+                    Ok(found) => {
+                        self.counters.insert(found.0.counter);
+                        new_records.push(found);
+                    }
+                    Err(reason) => {
+                        refusal = Some(reason);
+                        break;
+                    }
+                }
+            }
+            if let Some(reason) = refusal {
+                for (r, _) in &new_records {
+                    self.counters.remove(&r.counter);
+                }
+                self.refuse(resp, doc_id, hash, raw_bytes, &reason)?;
+                refused_here.insert(change.hash());
+                continue;
+            }
+            doc = trial;
+            if !created.is_empty() {
+                protected = evidence::Protected::of(&doc);
+            }
+            records.extend(new_records);
+            accepted.push(change.clone());
+        }
+        if accepted.is_empty() {
+            return Ok(());
+        }
+        let heads_before_receipts = doc.get_heads();
+        append_changes(
+            tx,
+            doc_id,
+            &accepted,
+            Some(&self.device.device_id),
+            self.now,
+        )?;
+        resp.acked
+            .extend(accepted.iter().map(|c| ByteBuf::from(c.hash().0.to_vec())));
+        if !records.is_empty() {
+            let receipts =
+                evidence::append_to_log(tx, &self.server.server_key, &records, self.now)?;
+            doc = doc.with_actor(self.server.actor.clone());
+            for (id, receipt) in &receipts {
+                model::add_receipt(&mut doc, *id, receipt, self.now)
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+            }
+            let receipt_changes: Vec<Change> = doc
+                .get_changes(&heads_before_receipts)
+                .into_iter()
+                .collect();
+            append_changes(tx, doc_id, &receipt_changes, None, self.now)?;
+        }
+        tx.execute(
+            "UPDATE documents SET bytes = ?2,
+                 last_seq = (SELECT max(seq) FROM change_log WHERE doc_id = ?1), updated_at_ms = ?3
+               WHERE doc_id = ?1",
+            params![&doc_id.as_bytes()[..], doc.save(), self.now],
+        )?;
+        project_household(tx, doc_id, &mut doc, self.now)
+    }
+
+    fn refuse(
+        &self,
+        resp: &mut SyncResponse,
+        doc_id: Uuid,
+        hash: &[u8],
+        bytes: &[u8],
+        reason: &str,
+    ) -> Result<()> {
+        self.tx.execute(
+            "INSERT OR IGNORE INTO refused_changes (hash, doc_id, device_id, reason, bytes, refused_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                hash,
+                &doc_id.as_bytes()[..],
+                self.device.device_id.to_string(),
+                reason,
+                bytes,
+                self.now
+            ],
+        )?;
+        refuse(resp, hash.to_vec(), reason);
+        Ok(())
+    }
+
+    fn was_refused<'h>(&self, hashes: impl Iterator<Item = &'h ChangeHash>) -> Result<bool> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT 1 FROM refused_changes WHERE hash = ?1")?;
+        for h in hashes {
+            if stmt.exists([&h.0[..]])? {
+                return Ok(true);
             }
         }
+        Ok(false)
     }
-    // Changes whose dependencies the server lacks stay queued inside Automerge and are
-    // not stored: neither acknowledged nor refused, the phone sends them again.
-    let applied: Vec<Change> = fresh
-        .into_iter()
-        .filter(|c| doc.get_change_by_hash(&c.hash()).is_some())
-        .collect();
-    if applied.is_empty() {
+}
+
+/// Stores the changes a server-side edit made to a document (from `before`): appended
+/// to the change log under the server's actor, and the document's bytes updated.
+fn store_server_changes(
+    tx: &Transaction<'_>,
+    id: Uuid,
+    doc: &Automerge,
+    before: &[ChangeHash],
+    now: i64,
+) -> Result<()> {
+    let changes: Vec<Change> = doc.get_changes(before).into_iter().collect();
+    if changes.is_empty() {
         return Ok(());
     }
-    let seqs = append_changes(tx, doc_id, &applied, Some(&device.device_id), now)?;
-    resp.acked
-        .extend(applied.iter().map(|c| ByteBuf::from(c.hash().0.to_vec())));
+    let seqs = append_changes(tx, id, &changes, None, now)?;
     tx.execute(
         "UPDATE documents SET bytes = ?2, last_seq = ?3, updated_at_ms = ?4 WHERE doc_id = ?1",
         params![
-            &doc_id.as_bytes()[..],
+            &id.as_bytes()[..],
             doc.save(),
             seqs.iter().copied().max().unwrap_or(0),
             now
         ],
     )?;
-    project_household(tx, doc_id, &mut doc, now)
+    Ok(())
+}
+
+fn load_doc(conn: &Connection, id: Uuid) -> Result<Automerge> {
+    let bytes: Vec<u8> = conn.query_row(
+        "SELECT bytes FROM documents WHERE doc_id = ?1",
+        [&id.as_bytes()[..]],
+        |r| r.get(0),
+    )?;
+    Automerge::load(&bytes).map_err(|e| Error::Internal(e.to_string()))
+}
+
+fn read_organisation(conn: &Connection, id: Uuid) -> Result<Organisation> {
+    model::read_organisation(&load_doc(conn, id)?).map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// Creates the organisation document on a new server (default templates, the server's
+/// key) and lists the server key in it on every open. Returns its ID.
+fn ensure_organisation(conn: &mut Connection, actor: &ActorId, key: &DeviceKey) -> Result<Uuid> {
+    let tx = conn.transaction()?;
+    let now = now_ms();
+    let key_hex = hex::encode(key.public());
+    let existing: Option<String> = tx
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'organisation'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let id = match existing.and_then(|s| Uuid::parse_str(&s).ok()) {
+        Some(id) => {
+            let mut doc = load_doc(&tx, id)?.with_actor(actor.clone());
+            let before = doc.get_heads();
+            model::add_server_key(&mut doc, &key_hex, now)
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            store_server_changes(&tx, id, &doc, &before, now)?;
+            id
+        }
+        None => {
+            let id = Uuid::new_v4();
+            let doc = evidence::default_organisation_doc(actor.clone(), &key.public(), now)?;
+            let changes: Vec<Change> = doc.get_changes(&[]).into_iter().collect();
+            let seqs = append_changes(&tx, id, &changes, None, now)?;
+            tx.execute(
+                "INSERT INTO documents (doc_id, kind, village, grid, bytes, first_seq, last_seq, updated_at_ms)
+                 VALUES (?1, 'organisation', '', '', ?2, ?3, ?4, ?5)",
+                params![
+                    &id.as_bytes()[..],
+                    doc.save(),
+                    seqs.iter().copied().min().unwrap_or(0),
+                    seqs.iter().copied().max().unwrap_or(0),
+                    now
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('organisation', ?1)",
+                [id.to_string()],
+            )?;
+            id
+        }
+    };
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('server_key', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [&key_hex],
+    )?;
+    tx.commit()?;
+    Ok(id)
+}
+
+/// Adds the `evidence` and `receipts` maps to household documents of schema 1, once,
+/// after the migration to server schema 2 asks for it.
+fn upgrade_households(conn: &mut Connection, actor: &ActorId) -> Result<()> {
+    let flagged: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'upgrade_households'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if flagged.as_deref() != Some("1") {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    let now = now_ms();
+    let ids: Vec<Vec<u8>> = {
+        let mut stmt = tx.prepare("SELECT doc_id FROM documents WHERE kind = 'household'")?;
+        stmt.query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?
+    };
+    for raw in ids {
+        let id = Uuid::from_slice(&raw).unwrap_or(Uuid::nil());
+        let mut doc = load_doc(&tx, id)?.with_actor(actor.clone());
+        let before = doc.get_heads();
+        if model::upgrade_household(&mut doc, now).map_err(|e| Error::Internal(e.to_string()))? {
+            store_server_changes(&tx, id, &doc, &before, now)?;
+        }
+    }
+    tx.execute(
+        "UPDATE meta SET value = '0' WHERE key = 'upgrade_households'",
+        [],
+    )?;
+    tx.commit()?;
+    Ok(())
 }
 
 /// One page of the pull after `req.cursor`. A document whose first change is after the
@@ -807,7 +1163,7 @@ fn pull_page(
         "SELECT c.seq, c.doc_id, c.actor, c.bytes, d.first_seq, d.bytes
            FROM change_log c JOIN documents d ON d.doc_id = c.doc_id
           WHERE c.seq > ?1
-            AND (?2 = 'town'
+            AND (?2 = 'town' OR d.kind = 'organisation'
                  OR (?2 = 'village' AND d.village IN (SELECT value FROM json_each(?3)))
                  OR (?2 = 'grids' AND (d.village, d.grid) IN
                      (SELECT json_extract(value, '$.village'), json_extract(value, '$.grid')
@@ -923,24 +1279,36 @@ fn project_household(tx: &Transaction<'_>, id: Uuid, doc: &mut Automerge, now: i
             ],
         )?;
     }
+    let mut evidence_per_visit: HashMap<String, i64> = HashMap::new();
+    for e in h.evidence.values() {
+        if let Ok(r) = doorstep_core::evidence::EvidenceRecord::from_canonical(&e.record.0) {
+            *evidence_per_visit.entry(r.visit.to_string()).or_default() += 1;
+        }
+    }
     for (vid, v) in &h.visits {
         tx.execute(
             "INSERT INTO visits (visit_id, doc_id, visitor, device_id, outcome, started_at_ms,
-                                 finished_at_ms, photos, received_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                                 finished_at_ms, photos, received_at_ms, outcome_reason,
+                                 voided_reason, evidence)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
              ON CONFLICT (visit_id) DO UPDATE SET visitor = excluded.visitor,
                  outcome = excluded.outcome, started_at_ms = excluded.started_at_ms,
-                 finished_at_ms = excluded.finished_at_ms, photos = excluded.photos",
+                 finished_at_ms = excluded.finished_at_ms, photos = excluded.photos,
+                 outcome_reason = excluded.outcome_reason,
+                 voided_reason = excluded.voided_reason, evidence = excluded.evidence",
             params![
                 vid,
                 key,
                 v.visitor,
                 v.device_id,
-                v.outcome.as_str(),
+                v.outcome.map_or("in_progress", |o| o.as_str()),
                 v.started_at_ms,
                 v.finished_at_ms,
                 v.photos.len() as i64,
-                now
+                now,
+                v.outcome_reason,
+                v.voided.as_ref().map(|n| n.reason.as_str()),
+                evidence_per_visit.get(vid).copied().unwrap_or(0),
             ],
         )?;
         for p in v.photos.values() {
@@ -975,7 +1343,7 @@ mod tests {
         )
         .unwrap();
         let device_id = DeviceId::new();
-        let token = db.sign_in("w", "password-1", device_id).unwrap();
+        let token = db.sign_in("w", "password-1", device_id, None).unwrap();
         let device = db.authenticate(&token).unwrap();
         (dir, db, device, id)
     }
@@ -1067,8 +1435,9 @@ mod tests {
                 },
             )
             .unwrap();
-        assert_eq!(first.docs.len(), 1);
-        assert_eq!(first.docs[0].kind, UpdateKind::Snapshot);
+        // The household and the organisation document (templates), each whole.
+        assert_eq!(first.docs.len(), 2);
+        assert!(first.docs.iter().all(|d| d.kind == UpdateKind::Snapshot));
         let again = db
             .sync(
                 &device,
@@ -1111,16 +1480,16 @@ mod tests {
     fn sign_in_refuses_wrong_passwords_and_foreign_devices() {
         let (_d, db, device, _id) = setup();
         assert!(matches!(
-            db.sign_in("w", "wrong-password", DeviceId::new()),
+            db.sign_in("w", "wrong-password", DeviceId::new(), None),
             Err(Error::Unauthorized(_))
         ));
         assert!(matches!(
-            db.sign_in("nobody", "password-1", DeviceId::new()),
+            db.sign_in("nobody", "password-1", DeviceId::new(), None),
             Err(Error::Unauthorized(_))
         ));
         db.add_user("v", "password-2", &Scope::Town).unwrap();
         assert!(matches!(
-            db.sign_in("v", "password-2", device.device_id),
+            db.sign_in("v", "password-2", device.device_id, None),
             Err(Error::Conflict(_))
         ));
         assert!(matches!(
@@ -1146,7 +1515,10 @@ mod tests {
         )
         .unwrap();
         let writer = db
-            .authenticate(&db.sign_in("w", "password-1", DeviceId::new()).unwrap())
+            .authenticate(
+                &db.sign_in("w", "password-1", DeviceId::new(), None)
+                    .unwrap(),
+            )
             .unwrap();
         for id in &ids {
             let c = change_by(&db, *id, writer.device_id.actor());
@@ -1157,7 +1529,10 @@ mod tests {
         }
         db.set_page_bytes(1);
         let reader = db
-            .authenticate(&db.sign_in("w", "password-1", DeviceId::new()).unwrap())
+            .authenticate(
+                &db.sign_in("w", "password-1", DeviceId::new(), None)
+                    .unwrap(),
+            )
             .unwrap();
         let mut req = SyncRequest {
             v: PROTOCOL_VERSION,
@@ -1187,7 +1562,10 @@ mod tests {
                 head: resp.head.unwrap(),
             });
         }
-        assert_eq!(pages, 30, "one household per page");
+        assert_eq!(
+            pages, 31,
+            "one document per page: the organisation and 30 households"
+        );
         let heads = db.document_heads().unwrap();
         let mut snapshots = 0;
         for (id, doc) in &docs {

@@ -1,17 +1,22 @@
 //! `doorstep-server demo`: a working server with a generated demo village, and two
-//! simulated phones on the real core that sign in, go offline, record visits with
-//! generated photos (both at one same household, both changing its phone number), and
-//! sync. It prints what arrived and keeps serving.
+//! simulated phones on the real core that sign in, go offline, record complete visits
+//! (a generated photo, a signed notice and pledge) and one visit where nobody was home,
+//! both visit one same household and change its phone number, and sync. It prints
+//! what arrived and keeps serving.
 
 use std::io::Cursor;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use doorstep_core::media::signature::{InkRule, SignatureStrokes, Stroke, StrokePoint};
 use doorstep_core::model::{
-    GeoPoint, Household, HouseholdId, ProfileField, Resident, ResidentId, VisitOutcome,
+    EvidenceKind, GeoPoint, Household, HouseholdId, ProfileField, Resident, ResidentId, VisitId,
+    VisitOutcome,
 };
-use doorstep_core::store::{HouseholdQuery, NewVisit, Store, now_ms};
+use doorstep_core::store::{
+    HouseholdQuery, NewVisit, SignRequest, Store, VisitFinish, VisitStart, now_ms,
+};
 use doorstep_core::sync::{Client, sync_now};
 use uuid::Uuid;
 
@@ -110,31 +115,136 @@ pub fn demo_photo(seed: u32) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// A completed demo visit that started now and lasted 8 minutes, at a point that
-/// moves with `seed` (about 1 m per step).
+/// A demo visit where nobody was home, started now, at a point that moves with `seed`
+/// (about 1 m per step).
 pub fn demo_visit(seed: u32) -> NewVisit {
     let start = now_ms();
     NewVisit {
-        outcome: VisitOutcome::Completed,
+        outcome: VisitOutcome::NobodyHome,
+        outcome_reason: "敲门无人应答，已留联系卡".into(),
         started_at_ms: start,
-        finished_at_ms: Some(start + 8 * 60_000),
-        target_groups_reached: vec!["老年人".into()],
-        remarks: "讲解了冒充客服、刷单返利等常见诈骗".into(),
-        location: Some(GeoPoint {
-            lat: 30.27 + f64::from(seed) * 1e-5,
-            lon: 120.15,
-            accuracy_m: Some(12.0),
-        }),
+        finished_at_ms: Some(start + 2 * 60_000),
+        target_groups_reached: Vec::new(),
+        remarks: String::new(),
+        location: Some(demo_place(seed)),
     }
 }
 
+fn demo_place(seed: u32) -> GeoPoint {
+    GeoPoint {
+        lat: 30.27 + f64::from(seed) * 1e-5,
+        lon: 120.15,
+        accuracy_m: Some(12.0),
+    }
+}
+
+/// A generated handwritten-looking signature on a 360×144 surface: three character-like
+/// clusters of four strokes each, shaped by `seed`, with pressure, about 1.5 s of ink.
+pub fn demo_signature(seed: u32) -> SignatureStrokes {
+    let mut strokes = Vec::new();
+    let mut t = 0u32;
+    for c in 0..3u32 {
+        let x0 = 30.0 + c as f32 * 105.0;
+        for s in 0..4u32 {
+            let k = (seed.wrapping_mul(31) + c * 7 + s * 3) % 11;
+            let (dx, dy) = match s % 4 {
+                0 => (70.0, 4.0 + k as f32),
+                1 => (6.0 + k as f32, 80.0),
+                2 => (60.0, 60.0 - k as f32 * 2.0),
+                _ => (-50.0 + k as f32, 40.0),
+            };
+            let back = if dx < 0.0 { 60.0 } else { 0.0 };
+            let (sx, sy) = (x0 + back + (k as f32) * 2.0, 18.0 + (s as f32) * 8.0);
+            let points = (0..12u32)
+                .map(|i| {
+                    let f = i as f32 / 11.0;
+                    t += 12;
+                    StrokePoint {
+                        x: sx + dx * f + (f * 6.0).sin() * 3.0,
+                        y: sy + dy * f,
+                        t_ms: t,
+                        pressure: Some(0.4 + 0.5 * (f * 3.0).sin().abs()),
+                    }
+                })
+                .collect();
+            strokes.push(Stroke { points });
+            t += 90;
+        }
+    }
+    SignatureStrokes {
+        surface_width: 360.0,
+        surface_height: 144.0,
+        strokes,
+    }
+}
+
+/// Records a complete visit on a phone as a team does at the door: start, a photo,
+/// the head of household (or the first resident) signs the notice and then the
+/// pledge, finish as completed. `seed` varies the photo, the signatures and the place.
+///
+/// Errors: whatever the core refuses (for instance a household without residents).
+pub fn complete_visit(
+    store: &mut Store,
+    household: HouseholdId,
+    seed: u32,
+) -> doorstep_core::error::Result<VisitId> {
+    let start = now_ms();
+    let visit = store.start_visit(
+        household,
+        VisitStart {
+            started_at_ms: start,
+            location: Some(demo_place(seed)),
+        },
+    )?;
+    store.attach_photo(household, visit, &demo_photo(seed))?;
+    let h = store.household(household)?;
+    let signer = h
+        .residents
+        .iter()
+        .find(|(_, r)| r.relation == "户主")
+        .or_else(|| h.residents.iter().next())
+        .and_then(|(id, _)| ResidentId::parse(id))
+        .ok_or(doorstep_core::error::Error::Invalid {
+            field: "signer",
+            reason: "the household has no residents".into(),
+        })?;
+    for (i, kind) in [EvidenceKind::Notice, EvidenceKind::Pledge]
+        .into_iter()
+        .enumerate()
+    {
+        let captured = store.capture_signature(
+            &demo_signature(seed.wrapping_mul(2) + i as u32),
+            InkRule::Signature,
+        )?;
+        store.sign_evidence(
+            household,
+            visit,
+            SignRequest {
+                kind,
+                template_id: None,
+                signer,
+                signature_png_sha256: captured.png_sha256,
+                witness: None,
+                location: None,
+            },
+        )?;
+    }
+    store.finish_visit(
+        household,
+        visit,
+        VisitFinish {
+            outcome: VisitOutcome::Completed,
+            outcome_reason: String::new(),
+            finished_at_ms: (start + 8 * 60_000).max(now_ms()),
+            target_groups_reached: vec!["老年人".into()],
+            remarks: "讲解了冒充客服、刷单返利等常见诈骗".into(),
+        },
+    )?;
+    Ok(visit)
+}
+
 fn phone_visit(store: &mut Store, household: HouseholdId, seed: u32) -> Result<()> {
-    let visit = store
-        .record_visit(household, demo_visit(seed))
-        .map_err(core_err)?;
-    store
-        .attach_photo(household, visit, &demo_photo(seed))
-        .map_err(core_err)?;
+    complete_visit(store, household, seed).map_err(core_err)?;
     Ok(())
 }
 
@@ -169,12 +279,18 @@ fn run_phones(url: String, phones: PathBuf) -> Result<()> {
         for (k, h) in list.iter().skip(1 + n * 3).take(3).enumerate() {
             phone_visit(store, h.id, 10 + (n * 3 + k) as u32)?;
         }
+        let away = list
+            .get(8 + n)
+            .ok_or_else(|| Error::Internal("the demo grid is too small".into()))?;
+        store
+            .record_visit(away.id, demo_visit(20 + n as u32))
+            .map_err(core_err)?;
     }
     for round in 0..2 {
         for (n, store) in stores.iter_mut().enumerate() {
             let p = sync_now(store, None, |_| {}).map_err(core_err)?;
             println!(
-                "phone {} sync {}: {} changes sent, {} document updates received, {} of {} files (photos and thumbnails) uploaded",
+                "phone {} sync {}: {} changes sent, {} document updates received, {} of {} files (photos, thumbnails, signatures) uploaded",
                 n + 1,
                 round + 1,
                 p.changes_sent,
@@ -230,9 +346,17 @@ pub async fn run(dir: PathBuf, listen: SocketAddr) -> Result<()> {
         .map_err(|e| Error::Internal(e.to_string()))??;
     let t = db.totals()?;
     println!(
-        "arrived: {} households, {} residents, {} visits, {} photos ({} received), {} conflicts",
-        t.households, t.residents, t.visits, t.photos, t.photos_received, t.conflicts
+        "arrived: {} households, {} residents, {} visits, {} photos ({} received), {} signed notices and pledges, {} conflicts",
+        t.households, t.residents, t.visits, t.photos, t.photos_received, t.evidence, t.conflicts
     );
+    let d = dir.clone();
+    let checked = tokio::task::spawn_blocking(move || crate::verify::verify(&d, None))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+    match checked {
+        Ok(report) => println!("evidence check: {report}"),
+        Err(broken) => println!("evidence check FAILED: {broken}"),
+    }
     println!(
         "doorstep-server demo serving on http://{addr} (data in {}); Ctrl-C stops it",
         dir.display()

@@ -132,12 +132,19 @@ async fn sign_in(
     })?;
     let device = DeviceId::parse(&req.device_id)
         .ok_or_else(|| Error::BadRequest("device_id is not a UUID".into()))?;
+    let device_key = match req.device_key.as_str() {
+        "" => None,
+        text => Some(doorstep_core::evidence::parse_sha256(text).ok_or_else(|| {
+            Error::BadRequest("device_key is not 64 hex digits (an ed25519 public key)".into())
+        })?),
+    };
     let _permit = tokio::time::timeout(SIGN_IN_WAIT, state.sign_ins.clone().acquire_owned())
         .await
         .map_err(|_| Error::Busy)?
         .map_err(|_| Error::Busy)?;
     let db = state.db.clone();
-    let result = blocking(move || db.sign_in(&req.username, &req.password, device)).await;
+    let result =
+        blocking(move || db.sign_in(&req.username, &req.password, device, device_key)).await;
     match &result {
         Ok(_) => tracing::info!(%device, "device signed in"),
         Err(e) => tracing::info!(%device, reason = %e, "sign-in refused"),

@@ -1,6 +1,6 @@
 //! Doorstep's central server as a library: storage and sync logic (`db`), the HTTP
-//! surface (`http`), accounts (`auth`), the village roster reader (`roster`) and the
-//! demo (`demo`). The `doorstep-server` binary is a thin command line over these.
+//! surface (`http`), accounts (`auth`), the village roster reader (`roster`), the
+//! evidence check (`verify`) and the demo (`demo`). The `doorstep-server` binary is a thin command line over these.
 
 pub mod auth;
 pub mod db;
@@ -8,3 +8,4 @@ pub mod demo;
 pub mod error;
 pub mod http;
 pub mod roster;
+pub mod verify;

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
+use doorstep_core::model::{EvidenceKind, HouseholdId};
 use doorstep_server::db::{GridRef, Scope, ServerDb};
-use doorstep_server::{demo, http, roster};
+use doorstep_server::{demo, http, roster, verify};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -53,6 +54,22 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Re-verify every signed notice and pledge: records, device signatures, blob
+    /// hashes, the hash-chained evidence log and the household documents. Exits 0 when
+    /// all holds, 1 naming the first broken record or link.
+    Verify {
+        #[command(flatten)]
+        data: DataArg,
+        /// Check only this household's records, blobs and document (the whole chain is
+        /// still checked).
+        #[arg(long)]
+        household: Option<String>,
+    },
+    /// Notice and pledge templates, carried to the phones in the organisation document.
+    Template {
+        #[command(subcommand)]
+        command: TemplateCommand,
+    },
     /// Start a fresh server with a generated demo village and two simulated phones.
     Demo {
         #[command(flatten)]
@@ -60,6 +77,32 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TemplateCommand {
+    /// List every template and version, marking the version in force today.
+    List {
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Publish the next version of a template from a UTF-8 text file whose first line
+    /// is the title and the rest the body.
+    Publish {
+        #[command(flatten)]
+        data: DataArg,
+        /// Template ID: `notice`, `pledge`, or another of a-z, 0-9 and -.
+        #[arg(long)]
+        id: String,
+        /// `notice` (告知书) or `pledge` (承诺书).
+        #[arg(long)]
+        kind: String,
+        /// First day in force, YYYY-MM-DD, town time (UTC+08:00).
+        #[arg(long)]
+        effective_from: String,
+        /// The text file.
+        file: PathBuf,
     },
 }
 
@@ -246,6 +289,76 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     "warning: no household in {part} yet; import its roster, or check the spelling"
                 );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify { data, household } => {
+            let household = household
+                .map(|h| {
+                    HouseholdId::parse(&h).ok_or_else(|| format!("--household {h} is not a UUID"))
+                })
+                .transpose()?;
+            match verify::verify(&data.data, household).map_err(|e| e.to_string())? {
+                Ok(report) => {
+                    println!("{report}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(broken) => {
+                    println!("BROKEN: {broken}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Command::Template {
+            command: TemplateCommand::List { data },
+        } => {
+            let db = open_existing(&data.data)?;
+            let org = db.organisation().map_err(|e| e.to_string())?;
+            let now = doorstep_core::store::now_ms();
+            for (id, t) in &org.templates {
+                let in_force = org.template_in_force(id, now).map(|v| v.version);
+                for v in t.versions.values() {
+                    println!(
+                        "{id} ({}) version {} from {}{}: {}  sha256 {}",
+                        t.kind.as_str(),
+                        v.version,
+                        v.effective_from,
+                        if in_force == Some(v.version) {
+                            ", in force"
+                        } else {
+                            ""
+                        },
+                        v.title,
+                        v.text_sha256
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Template {
+            command:
+                TemplateCommand::Publish {
+                    data,
+                    id,
+                    kind,
+                    effective_from,
+                    file,
+                },
+        } => {
+            let kind = EvidenceKind::parse(&kind)
+                .ok_or_else(|| format!("--kind {kind}: give notice or pledge"))?;
+            let bytes = std::fs::read(&file)
+                .map_err(|e| format!("could not read {}: {e}", file.display()))?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| format!("{} is not UTF-8 text", file.display()))?;
+            let (title, body) = doorstep_server::db::evidence::split_template(&text);
+            let db = open_existing(&data.data)?;
+            let v = db
+                .publish_template(&id, kind, &title, &body, &effective_from)
+                .map_err(|e| e.to_string())?;
+            println!(
+                "{id} version {} published, in force from {}; text sha256 {}",
+                v.version, v.effective_from, v.text_sha256
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { data, listen } => {

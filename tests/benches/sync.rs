@@ -95,7 +95,12 @@ impl Phone {
         store.set_setting("username", USER).expect("set username");
         let token = server
             .db
-            .sign_in(USER, PASSWORD, store.device_id())
+            .sign_in(
+                USER,
+                PASSWORD,
+                store.device_id(),
+                Some(store.device_public_key()),
+            )
             .expect("sign in");
         Self {
             _dir: dir,

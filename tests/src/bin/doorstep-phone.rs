@@ -52,11 +52,12 @@ fn record(store: &str, household: &str, count: &str, photo: Option<&String>) -> 
             .record_visit(
                 household,
                 NewVisit {
-                    outcome: VisitOutcome::Completed,
+                    outcome: VisitOutcome::NobodyHome,
+                    outcome_reason: format!("visit {i}: nobody answered"),
                     started_at_ms: now,
                     finished_at_ms: Some(now + 1),
                     target_groups_reached: vec![],
-                    remarks: format!("visit {i}"),
+                    remarks: String::new(),
                     location: None,
                 },
             )

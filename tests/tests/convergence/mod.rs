@@ -137,7 +137,12 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         .unwrap();
         let store = Store::open(dir.path().join(format!("{name}.db"))).unwrap();
         let token = db
-            .sign_in(&name, "password-123", store.device_id())
+            .sign_in(
+                &name,
+                "password-123",
+                store.device_id(),
+                Some(store.device_public_key()),
+            )
             .unwrap();
         let device = db.authenticate(&token).unwrap();
         let mut p = Phone {
@@ -158,6 +163,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         ids[household],
                         NewVisit {
                             outcome: VisitOutcome::NobodyHome,
+                            outcome_reason: "nobody answered".into(),
                             started_at_ms: 1_780_000_000_000,
                             finished_at_ms: Some(1_780_000_000_001),
                             target_groups_reached: vec![],
