@@ -1581,4 +1581,100 @@ mod tests {
         }
         assert_eq!(received, snapshots, "nothing sent twice");
     }
+
+    /// A data folder from before evidence (its household documents without the
+    /// `evidence` and `receipts` maps) gets both maps, once, from the server's own actor,
+    /// and keeps its organisation document and key across reopenings.
+    #[test]
+    fn old_households_get_their_evidence_maps_once() {
+        let (dir, db, _device, id) = setup();
+        let key = db.server_public_key();
+        {
+            // Make the document look like schema 1.
+            let mut conn = db.conn();
+            let tx = conn.transaction().unwrap();
+            let mut doc = load_doc(&tx, id.0).unwrap().with_actor(ActorId::random());
+            let before = doc.get_heads();
+            let mut t = doc.transaction();
+            t.delete(automerge::ROOT, "evidence").unwrap();
+            t.delete(automerge::ROOT, "receipts").unwrap();
+            t.put(automerge::ROOT, "schema", 1u64).unwrap();
+            t.commit();
+            store_server_changes(&tx, id.0, &doc, &before, now_ms()).unwrap();
+            tx.execute(
+                "UPDATE meta SET value = '1' WHERE key = 'upgrade_households'",
+                [],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        drop(db);
+        let db = ServerDb::open(dir.path()).unwrap();
+        let doc = db.household_doc(id).unwrap().unwrap();
+        for key in ["evidence", "receipts"] {
+            assert!(
+                matches!(
+                    doc.get(automerge::ROOT, key).unwrap(),
+                    Some((automerge::Value::Object(_), _))
+                ),
+                "{key} is back"
+            );
+        }
+        assert_eq!(
+            model::read_household(&doc).unwrap().schema,
+            model::HOUSEHOLD_SCHEMA
+        );
+        let changes = db.totals().unwrap().changes;
+        drop(db);
+        let db = ServerDb::open(dir.path()).unwrap();
+        assert_eq!(
+            db.totals().unwrap().changes,
+            changes,
+            "nothing more on a third open"
+        );
+        assert_eq!(db.server_public_key(), key, "the same key");
+        assert_eq!(
+            db.organisation()
+                .unwrap()
+                .templates_of(EvidenceKind::Pledge),
+            ["pledge"]
+        );
+    }
+
+    /// A phone never writes the organisation document, the evidence or receipts maps.
+    #[test]
+    fn phones_cannot_write_the_organisation_or_the_evidence_maps() {
+        let (_dir, db, device, id) = setup();
+        let actor = device.device_id.actor();
+        let mut doc = db
+            .household_doc(id)
+            .unwrap()
+            .unwrap()
+            .with_actor(actor.clone());
+        let mut t = doc.transaction();
+        t.put_object(automerge::ROOT, "evidence", automerge::ObjType::Map)
+            .unwrap();
+        t.commit();
+        let replace = doc.get_last_local_change().unwrap().raw_bytes().to_vec();
+        let resp = db.sync(&device, &push(id, vec![replace])).unwrap();
+        assert_eq!(resp.rejected.len(), 1);
+        assert!(
+            resp.rejected[0].reason.contains("server only"),
+            "{:?}",
+            resp.rejected
+        );
+
+        let mut org = load_doc(&db.conn(), db.organisation)
+            .unwrap()
+            .with_actor(actor);
+        let mut t = org.transaction();
+        t.put(automerge::ROOT, "kind", "household").unwrap();
+        t.commit();
+        let edit = org.get_last_local_change().unwrap().raw_bytes().to_vec();
+        let mut req = push(id, vec![edit]);
+        req.push[0].doc = db.organisation;
+        let resp = db.sync(&device, &req).unwrap();
+        assert_eq!(resp.rejected.len(), 1);
+        assert!(resp.rejected[0].reason.contains("office only"));
+    }
 }

@@ -2,6 +2,7 @@
 //! the real core with real SQLite files, real photos and rosters from ../shared/fixtures.
 
 mod convergence;
+mod evidence;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -115,10 +116,15 @@ fn field() -> Field {
 }
 
 fn phone(f: &Field, name: &str) -> Store {
-    let path = f._dir.path().join(format!("{name}.db"));
+    phone_as(f, name, name)
+}
+
+/// A phone whose store is `{file}.db`, signed in as `user`, after its first sync.
+fn phone_as(f: &Field, file: &str, user: &str) -> Store {
+    let path = f._dir.path().join(format!("{file}.db"));
     let mut store = Store::open(&path).unwrap();
     Client::new(&f.server.url())
-        .sign_in(&mut store, name, PASSWORD)
+        .sign_in(&mut store, user, PASSWORD)
         .unwrap();
     sync_now(&mut store, None, |_| {}).unwrap();
     store
