@@ -455,15 +455,7 @@ impl Store {
     /// Errors: [`Error::NoSuchHousehold`]; [`Error::Invalid`] for a start time or place
     /// out of the bounds of [`validate_visit`].
     pub fn start_visit(&mut self, household: HouseholdId, start: VisitStart) -> Result<VisitId> {
-        validate_visit(&NewVisit {
-            outcome: VisitOutcome::NobodyHome,
-            outcome_reason: "-".into(),
-            started_at_ms: start.started_at_ms,
-            finished_at_ms: None,
-            target_groups_reached: Vec::new(),
-            remarks: String::new(),
-            location: start.location,
-        })?;
+        validate_start(start.started_at_ms, start.location.as_ref())?;
         let id = VisitId::new();
         let value = self.open_visit(start.started_at_ms, start.location)?;
         self.edit(household, |doc| model::add_visit(doc, id, &value, now_ms()))?;
@@ -667,7 +659,7 @@ impl Store {
         })?;
         org.template_in_force(template_id, now_ms())
             .cloned()
-            .ok_or_else(|| invalid("template", "no version of this template is in force"))
+            .ok_or_else(|| invalid("template", NOT_IN_FORCE))
     }
 
     /// Signs a notice or pledge during an open visit: builds the evidence record (the
@@ -719,7 +711,7 @@ impl Store {
         }
         let template = org
             .template_in_force(&template_id, now)
-            .ok_or_else(|| invalid("template", "no version of this template is in force"))?;
+            .ok_or_else(|| invalid("template", NOT_IN_FORCE))?;
         let (strokes, rule) = self.captured(&request.signature_png_sha256, "signature")?;
         let witness = match &request.witness {
             None => {
@@ -1353,6 +1345,11 @@ fn apply_update(tx: &Transaction<'_>, device: &DeviceId, update: &DocUpdate) -> 
     Ok(())
 }
 
+/// Why no template can be shown: none is in force on the phone's date, which is either
+/// before the office's first version or wrong.
+const NOT_IN_FORCE: &str =
+    "no version of this template is in force on the phone's date; check the phone's clock";
+
 /// What [`Store::finish_visit`] names when a completed visit lacks a signed paper.
 pub const MISSING_EVIDENCE: &str = "a signed notice or pledge";
 /// What [`Store::finish_visit`] names when a completed visit lacks a photo.
@@ -1489,20 +1486,13 @@ pub const MAX_REMARKS_CHARS: usize = 2000;
 ///
 /// Errors: [`Error::Invalid`] naming the first field that breaks a rule.
 pub fn validate_visit(visit: &NewVisit) -> Result<()> {
-    const Y2000: i64 = 946_684_800_000;
-    const Y2100: i64 = 4_102_444_800_000;
     let bad = |field: &'static str, reason: &str| {
         Err(Error::Invalid {
             field,
             reason: reason.into(),
         })
     };
-    if !(Y2000..Y2100).contains(&visit.started_at_ms) {
-        return bad(
-            "started_at_ms",
-            "the start is not between the years 2000 and 2100",
-        );
-    }
+    validate_start(visit.started_at_ms, visit.location.as_ref())?;
     if let Some(end) = visit.finished_at_ms {
         if end < visit.started_at_ms {
             return bad("finished_at_ms", "the visit ends before it starts");
@@ -1535,10 +1525,26 @@ pub fn validate_visit(visit: &NewVisit) -> Result<()> {
     if reason.chars().count() > 200 {
         return bad("outcome_reason", "a reason is at most 200 characters");
     }
-    if let Some(p) = visit.location {
-        validate_place(&p)?;
-    }
     Ok(())
+}
+
+/// Checks the start of a visit: a time between 2000-01-01 and 2100-01-01 UTC, and the
+/// place as [`validate_place`] checks it.
+///
+/// Errors: [`Error::Invalid`] naming `started_at_ms` or the place's field.
+pub fn validate_start(started_at_ms: i64, location: Option<&GeoPoint>) -> Result<()> {
+    const Y2000: i64 = 946_684_800_000;
+    const Y2100: i64 = 4_102_444_800_000;
+    if !(Y2000..Y2100).contains(&started_at_ms) {
+        return Err(invalid(
+            "started_at_ms",
+            "the start is not between the years 2000 and 2100",
+        ));
+    }
+    match location {
+        Some(p) => validate_place(p),
+        None => Ok(()),
+    }
 }
 
 /// Checks a place: latitude -90..=90 and longitude -180..=180 degrees, accuracy

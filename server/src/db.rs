@@ -1677,4 +1677,32 @@ mod tests {
         assert_eq!(resp.rejected.len(), 1);
         assert!(resp.rejected[0].reason.contains("office only"));
     }
+
+    /// A key that is not an ed25519 point, or a small-order one, is refused at sign-in,
+    /// as is a key another device registered; nothing of the sign-in is kept then.
+    #[test]
+    fn unusable_or_borrowed_device_keys_are_refused_at_sign_in() {
+        let (_dir, db, device, _id) = setup();
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let phone = DeviceId::new();
+        let got = db.sign_in("w", "password-1", phone, Some(identity));
+        assert!(matches!(got, Err(Error::BadRequest(_))), "{got:?}");
+        let key = DeviceKey::from_seed(&[3; 32]).public();
+        db.sign_in("w", "password-1", device.device_id, Some(key))
+            .unwrap();
+        assert!(matches!(
+            db.sign_in("w", "password-1", phone, Some(key)),
+            Err(Error::Conflict(_))
+        ));
+        let devices: i64 = db
+            .conn()
+            .query_row(
+                "SELECT count(*) FROM devices WHERE device_id = ?1",
+                [phone.to_string()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(devices, 0, "a refused sign-in enrols nothing");
+    }
 }

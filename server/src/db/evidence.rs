@@ -413,13 +413,23 @@ pub fn append_to_log(
 /// and the previous ones are marked superseded (records they signed stay verifiable);
 /// a key already registered changes nothing.
 ///
-/// Errors: [`Error::Conflict`] when the key is registered for another device.
+/// Errors: [`Error::BadRequest`] when the bytes are not an ed25519 public key, or are a
+/// weak (small-order) one under which forged signatures could verify;
+/// [`Error::Conflict`] when the key is registered for another device.
 pub fn register_key(
     tx: &Transaction<'_>,
     device: &DeviceId,
     key: &[u8; 32],
     now: i64,
 ) -> Result<()> {
+    match ed25519_dalek::VerifyingKey::from_bytes(key) {
+        Ok(k) if !k.is_weak() => {}
+        _ => {
+            return Err(Error::BadRequest(
+                "device_key is not a usable ed25519 public key".into(),
+            ));
+        }
+    }
     let owner: Option<String> = tx
         .query_row(
             "SELECT device_id FROM device_keys WHERE public_key = ?1",
