@@ -60,6 +60,10 @@ pub enum Error {
         /// The server's message.
         message: String,
     },
+    /// The phone's evidence key changed since it last signed in; records signed with it
+    /// would be refused, so nothing is synced until the phone signs in again.
+    #[error("this phone's signing key is not registered with the server yet; sign in again")]
+    KeyNotRegistered,
     /// The server could not be reached or the connection broke.
     #[error("network: {0}")]
     Network(String),

@@ -34,8 +34,8 @@ pub const RECORD_VERSION: u64 = 1;
 /// Largest encoded record accepted, in bytes. A record with 32 photos is about 1.6 KB.
 pub const MAX_RECORD_BYTES: usize = 16 * 1024;
 
-/// Most photo hashes one record may cite.
-pub const MAX_RECORD_PHOTOS: usize = 64;
+/// Most photo hashes one record may cite (200 × 34 bytes keeps a record near 7 KB).
+pub const MAX_RECORD_PHOTOS: usize = 200;
 
 /// Prefix of the message a device signs: domain separation, so a record signature can
 /// never be replayed as anything else.
@@ -347,7 +347,7 @@ impl EvidenceRecord {
                     return Err(malformed("photos", "not an array"));
                 };
                 if items.len() > MAX_RECORD_PHOTOS {
-                    return Err(malformed("photos", "more than 64 photos"));
+                    return Err(malformed("photos", "more than 200 photos"));
                 }
                 let photos = items
                     .into_iter()
@@ -390,6 +390,69 @@ impl EvidenceRecord {
             return Err(EvidenceError::NotCanonical);
         }
         Ok(record)
+    }
+
+    /// Checks the values the format alone does not bound, as the phone's store enforces
+    /// them: counter 1 to 2^63 - 1 (it is kept in SQLite's signed integers); device time
+    /// between 2000 and 2100 (UTC); template ID 1 to 40 characters and version at least
+    /// 1; signer's name 1 to 200 characters; a witness's name 1 to 50 and reason 1 to 200
+    /// characters, no control characters, and a signature that is not the signer's; the
+    /// place within -90..=90 and -180..=180 degrees and an accuracy of at most 100 km.
+    ///
+    /// Errors: [`EvidenceError::Malformed`] naming the field.
+    pub fn check_values(&self) -> Result<(), EvidenceError> {
+        const Y2000: i64 = 946_684_800_000;
+        const Y2100: i64 = 4_102_444_800_000;
+        let text = |field: &'static str, t: &str, max: usize| {
+            let n = t.chars().count();
+            if n == 0 || n > max || t.chars().any(char::is_control) {
+                Err(malformed(
+                    field,
+                    &format!("1 to {max} characters, no control characters"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        if self.counter == 0 || self.counter > i64::MAX as u64 {
+            return Err(malformed("counter", "out of range 1 to 2^63 - 1"));
+        }
+        if !(Y2000..Y2100).contains(&self.signed_at_ms) {
+            return Err(malformed(
+                "signed_at_ms",
+                "not between the years 2000 and 2100",
+            ));
+        }
+        text("template", &self.template_id, 40)?;
+        if self.template_version == 0 {
+            return Err(malformed("template_version", "versions start at 1"));
+        }
+        text("signer_name", &self.signer_name, 200)?;
+        if let Some(w) = &self.witness {
+            text("witness.name", &w.name, 50)?;
+            text("witness.reason", &w.reason, 200)?;
+            if w.png_sha256 == self.png_sha256 || w.strokes_sha256 == self.strokes_sha256 {
+                return Err(malformed(
+                    "witness",
+                    "the witness's signature is the signer's own",
+                ));
+            }
+        }
+        if let Some(p) = &self.place {
+            if !(-900_000_000..=900_000_000).contains(&p.lat_e7) {
+                return Err(malformed("place.lat_e7", "latitude is -90 to 90 degrees"));
+            }
+            if !(-1_800_000_000..=1_800_000_000).contains(&p.lon_e7) {
+                return Err(malformed(
+                    "place.lon_e7",
+                    "longitude is -180 to 180 degrees",
+                ));
+            }
+            if p.accuracy_dm.is_some_and(|a| a > 1_000_000) {
+                return Err(malformed("place.accuracy_dm", "accuracy is at most 100 km"));
+            }
+        }
+        Ok(())
     }
 
     /// Every blob the record cites, with what it is: signature strokes and image, the
@@ -915,6 +978,46 @@ mod tests {
         ));
         assert!(EvidenceRecord::from_canonical(b"").is_err());
         assert!(EvidenceRecord::from_canonical(&[0xff; 40]).is_err());
+    }
+
+    #[test]
+    fn values_out_of_their_bounds_are_named() {
+        let k = key();
+        assert_eq!(sample(&k).check_values(), Ok(()));
+        let cases: Vec<Mutation> = vec![
+            ("counter", |r| r.counter = 0),
+            ("counter", |r| r.counter = u64::MAX),
+            ("signed_at_ms", |r| r.signed_at_ms = i64::MIN),
+            ("template", |r| r.template_id = String::new()),
+            ("template_version", |r| r.template_version = 0),
+            ("signer_name", |r| r.signer_name = "名".repeat(201)),
+            ("witness.name", |r| {
+                r.witness.as_mut().unwrap().name = "\u{7}".into()
+            }),
+            ("witness.reason", |r| {
+                r.witness.as_mut().unwrap().reason = String::new()
+            }),
+            ("witness", |r| {
+                r.witness.as_mut().unwrap().png_sha256 = r.png_sha256
+            }),
+            ("place.lat_e7", |r| {
+                r.place.as_mut().unwrap().lat_e7 = 950_000_000
+            }),
+            ("place.lon_e7", |r| {
+                r.place.as_mut().unwrap().lon_e7 = -1_900_000_000
+            }),
+            ("place.accuracy_dm", |r| {
+                r.place.as_mut().unwrap().accuracy_dm = Some(u32::MAX)
+            }),
+        ];
+        for (field, mutate) in cases {
+            let mut r = sample(&k);
+            mutate(&mut r);
+            match r.check_values() {
+                Err(EvidenceError::Malformed { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -761,7 +761,12 @@ impl Store {
             .collect::<Result<Vec<_>>>()?;
         photos.sort();
         photos.dedup();
-        photos.truncate(evidence::MAX_RECORD_PHOTOS);
+        if photos.len() > evidence::MAX_RECORD_PHOTOS {
+            return Err(invalid(
+                "photos",
+                "a record cites at most 200 photos; start another visit for more",
+            ));
+        }
         let id = EvidenceId::new();
         let tx = self.conn.transaction()?;
         let counter = get_meta(&tx, "evidence_counter")?
@@ -788,7 +793,16 @@ impl Store {
             key: self.key.public(),
             counter,
         };
+        record.check_values().map_err(|e| match e {
+            evidence::EvidenceError::Malformed { field, reason } => {
+                Error::Invalid { field, reason }
+            }
+            other => Error::Evidence(other),
+        })?;
         let signed = evidence::sign_record(&self.key, &record)?;
+        if signed.record.len() > evidence::MAX_RECORD_BYTES {
+            return Err(invalid("record", "the record would be larger than 16 KiB"));
+        }
         let entry = EvidenceEntry {
             record: model::Bytes(signed.record),
             signature: model::Bytes(signed.signature),
@@ -1094,13 +1108,25 @@ impl Store {
                     }
                 }
                 Effect::Rejected(list) => {
+                    let mut by_doc: HashMap<Uuid, Vec<ChangeHash>> = HashMap::new();
                     for (hash, reason) in list {
-                        tx.execute(
-                            "INSERT OR REPLACE INTO refused_changes (hash, doc_id, bytes, reason, refused_at_ms)
-                             SELECT hash, doc_id, bytes, ?2, ?3 FROM outbox WHERE hash = ?1",
-                            params![&hash[..], reason, now],
-                        )?;
-                        tx.execute("DELETE FROM outbox WHERE hash = ?1", [&hash[..]])?;
+                        let doc: Option<Vec<u8>> = tx
+                            .query_row(
+                                "SELECT doc_id FROM outbox WHERE hash = ?1",
+                                [&hash[..]],
+                                |r| r.get(0),
+                            )
+                            .optional()?;
+                        refuse_from_outbox(&tx, &hash[..], reason, now)?;
+                        if let Some(doc) = doc {
+                            by_doc
+                                .entry(uuid_from(&doc))
+                                .or_default()
+                                .push(ChangeHash(*hash));
+                        }
+                    }
+                    for (doc, hashes) in by_doc {
+                        drop_refused(&tx, &self.device, doc, &hashes, now)?;
                     }
                 }
                 Effect::Apply(update) => apply_update(&tx, &self.device, update)?,
@@ -1228,11 +1254,23 @@ fn load_doc(conn: &Connection, id: Uuid, device: &DeviceId) -> Result<Option<Aut
         .transpose()
 }
 
+/// Saves a document. Its kind is taken from its `kind` field when it is first stored
+/// and never changed after: a household cannot turn itself into the organisation
+/// document by a later edit.
 fn save_doc(tx: &Transaction<'_>, id: Uuid, doc: &Automerge) -> Result<()> {
-    let kind = model::document_kind(doc).unwrap_or_else(|| "household".into());
+    let stored: Option<String> = tx
+        .query_row(
+            "SELECT kind FROM documents WHERE doc_id = ?1",
+            [&id.as_bytes()[..]],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let kind = stored
+        .or_else(|| model::document_kind(doc))
+        .unwrap_or_else(|| "household".into());
     tx.execute(
         "INSERT INTO documents (doc_id, kind, bytes, updated_at_ms) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (doc_id) DO UPDATE SET kind = excluded.kind, bytes = excluded.bytes,
+         ON CONFLICT (doc_id) DO UPDATE SET bytes = excluded.bytes,
              updated_at_ms = excluded.updated_at_ms",
         params![&id.as_bytes()[..], kind, doc.save(), now_ms()],
     )?;
@@ -1422,13 +1460,24 @@ fn digest(hex_text: &str) -> Result<[u8; 32]> {
 /// the date inside an 18-digit ID number (GB 11643-1999, digits 7 to 14). Unknown ages
 /// are not refused: many rosters have neither.
 fn is_minor(resident: &model::Resident, now_ms: i64) -> bool {
+    let is_date = |d: &str| {
+        d.len() == 10
+            && d.bytes().enumerate().all(|(i, b)| {
+                if i == 4 || i == 7 {
+                    b == b'-'
+                } else {
+                    b.is_ascii_digit()
+                }
+            })
+    };
     let from_id = resident.id_number.as_deref().and_then(|id| {
-        let d = id.get(6..14)?;
-        d.bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..]))
+        // Only the 18-character numbers of GB 11643-1999 carry the full year.
+        let d = id.get(6..14).filter(|_| id.chars().count() == 18)?;
+        let date = format!("{}-{}-{}", d.get(..4)?, d.get(4..6)?, d.get(6..)?);
+        is_date(&date).then_some(date)
     });
-    let Some(birth) = resident.birth_date.clone().or(from_id) else {
+    let written = resident.birth_date.clone().filter(|d| is_date(d));
+    let Some(birth) = written.or(from_id) else {
         return false;
     };
     let today = model::town_date(now_ms);
@@ -1463,6 +1512,68 @@ fn insert_new_key(conn: &Connection) -> Result<DeviceKey> {
         params![&key.seed()[..], &key.public()[..], now_ms()],
     )?;
     Ok(key)
+}
+
+/// Moves a change from the outbox to `refused_changes` with the server's reason.
+fn refuse_from_outbox(tx: &Transaction<'_>, hash: &[u8], reason: &str, now: i64) -> Result<()> {
+    tx.execute(
+        "INSERT OR REPLACE INTO refused_changes (hash, doc_id, bytes, reason, refused_at_ms)
+         SELECT hash, doc_id, bytes, ?2, ?3 FROM outbox WHERE hash = ?1",
+        params![hash, reason, now],
+    )?;
+    tx.execute("DELETE FROM outbox WHERE hash = ?1", [hash])?;
+    Ok(())
+}
+
+/// Takes refused changes, and this phone's changes that build on them, out of the
+/// phone's copy of the document, so that it again matches what the server holds and
+/// later work there is accepted. The dropped changes are kept in `refused_changes`
+/// (those that only built on a refused one with that reason); nothing is deleted.
+fn drop_refused(
+    tx: &Transaction<'_>,
+    device: &DeviceId,
+    id: Uuid,
+    refused: &[ChangeHash],
+    now: i64,
+) -> Result<()> {
+    let Some(doc) = load_doc(tx, id, device)? else {
+        return Ok(());
+    };
+    let all: Vec<Change> = doc.get_changes(&[]).into_iter().collect();
+    let mut dropped: std::collections::HashSet<ChangeHash> = refused.iter().copied().collect();
+    // Until nothing more depends on a dropped change (changes are not assumed sorted).
+    loop {
+        let before = dropped.len();
+        for c in &all {
+            if c.deps().iter().any(|d| dropped.contains(d)) {
+                dropped.insert(c.hash());
+            }
+        }
+        if dropped.len() == before {
+            break;
+        }
+    }
+    let keep: Vec<Change> = all
+        .iter()
+        .filter(|c| !dropped.contains(&c.hash()))
+        .cloned()
+        .collect();
+    if keep.len() == all.len() {
+        return Ok(());
+    }
+    let mut rebuilt = Automerge::new().with_actor(device.actor());
+    rebuilt
+        .apply_changes(keep)
+        .map_err(|source| Error::document(id.to_string(), source))?;
+    for hash in dropped.difference(&refused.iter().copied().collect()) {
+        refuse_from_outbox(
+            tx,
+            &hash.0[..],
+            "it builds on a change that was refused",
+            now,
+        )?;
+    }
+    save_doc(tx, id, &rebuilt)
 }
 
 /// The statuses a household list can be filtered by.

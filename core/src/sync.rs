@@ -205,8 +205,8 @@ fn error_parts(body: &[u8]) -> (String, String) {
 /// after the cursor, uploads the blobs the server lacks. `progress` is called after each
 /// answer; setting `cancel` stops before the next request, keeping what was confirmed.
 ///
-/// Errors: [`Error::NotSignedIn`]; [`Error::Unauthorized`] when the token was revoked,
-/// or the evidence key was renewed since the last sign-in (sign in again to register it);
+/// Errors: [`Error::NotSignedIn`]; [`Error::KeyNotRegistered`] when the evidence key
+/// was renewed since the last sign-in; [`Error::Unauthorized`] when the token was revoked;
 /// [`Error::Network`] and [`Error::Server`] as they come (everything confirmed before
 /// stays confirmed, and the next sync resumes); [`Error::Cancelled`].
 pub fn sync_now(
@@ -219,9 +219,7 @@ pub fn sync_now(
     };
     if store.setting("registered_key")? != Some(hex::encode(store.device_public_key())) {
         // Records signed with a key the server does not know would all be refused.
-        return Err(Error::Unauthorized(
-            "this phone's evidence key is not registered with the server; sign in again".into(),
-        ));
+        return Err(Error::KeyNotRegistered);
     }
     let client = Client::new(&url);
     let mut session = SyncSession::new(store.cursor()?, store.outbox()?, store.pending_blobs()?);

@@ -235,7 +235,15 @@ impl ServerDb {
                 actor
             }
         };
+        let had_key = dir.join(evidence::SERVER_KEY_FILE).exists();
         let server_key = evidence::load_or_create_server_key(dir)?;
+        let logged: i64 = conn.query_row("SELECT count(*) FROM evidence_log", [], |r| r.get(0))?;
+        if !had_key && logged > 0 {
+            tracing::warn!(
+                entries = logged,
+                "the evidence key file was missing, so a new key was made and listed beside the old one; receipts from now on are countersigned with it (restore the old file if it was lost by mistake)"
+            );
+        }
         let organisation = ensure_organisation(&mut conn, &actor, &server_key)?;
         upgrade_households(&mut conn, &actor)?;
         Ok(Self {
@@ -530,7 +538,7 @@ impl ServerDb {
             now,
             server: self,
             organisation: None,
-            counters: HashSet::new(),
+            seen: evidence::SeenInPush::default(),
         };
         for doc_changes in &req.push {
             push.doc(doc_changes.doc, &doc_changes.changes, &mut resp)?;
@@ -763,8 +771,8 @@ struct Push<'a> {
     server: &'a ServerDb,
     /// Read once per push, when a record needs its templates.
     organisation: Option<Organisation>,
-    /// Evidence counters accepted earlier in this push.
-    counters: HashSet<u64>,
+    /// Evidence record IDs and counters accepted earlier in this push.
+    seen: evidence::SeenInPush,
 }
 
 impl Push<'_> {
@@ -899,9 +907,8 @@ impl Push<'_> {
                 refused_here.insert(change.hash());
                 continue;
             }
-            let mut new_records = Vec::new();
-            let mut refusal = None;
-            for key in &created {
+            let mut new_record = None;
+            if let Some(key) = &created {
                 if self.organisation.is_none() {
                     self.organisation = Some(read_organisation(tx, self.server.organisation)?);
                 }
@@ -913,31 +920,23 @@ impl Push<'_> {
                     key,
                     &self.device.device_id,
                     org,
-                    &self.counters,
+                    &self.seen,
                 )? {
-                    Ok(found) => {
-                        self.counters.insert(found.0.counter);
-                        new_records.push(found);
-                    }
+                    Ok(found) => new_record = Some(found),
                     Err(reason) => {
-                        refusal = Some(reason);
-                        break;
+                        self.refuse(resp, doc_id, hash, raw_bytes, &reason)?;
+                        refused_here.insert(change.hash());
+                        continue;
                     }
                 }
-            }
-            if let Some(reason) = refusal {
-                for (r, _) in &new_records {
-                    self.counters.remove(&r.counter);
-                }
-                self.refuse(resp, doc_id, hash, raw_bytes, &reason)?;
-                refused_here.insert(change.hash());
-                continue;
             }
             doc = trial;
-            if !created.is_empty() {
-                protected = evidence::Protected::of(&doc);
+            if let Some((record, entry)) = new_record {
+                protected.protect_entry(&doc, &record.id.to_string());
+                self.seen.ids.insert(record.id);
+                self.seen.counters.insert(record.counter);
+                records.push((record, entry));
             }
-            records.extend(new_records);
             accepted.push(change.clone());
         }
         if accepted.is_empty() {
@@ -1659,10 +1658,44 @@ mod tests {
         let resp = db.sync(&device, &push(id, vec![replace])).unwrap();
         assert_eq!(resp.rejected.len(), 1);
         assert!(
-            resp.rejected[0].reason.contains("server only"),
+            resp.rejected[0].reason.contains("written by the server"),
             "{:?}",
             resp.rejected
         );
+        // Nor a household's kind, its collections as wholes, nor any deletion.
+        type Edit = fn(&mut automerge::transaction::Transaction<'_>);
+        let edits: [(Edit, &str); 3] = [
+            (
+                |t| t.put(automerge::ROOT, "kind", "organisation").unwrap(),
+                "written by the server",
+            ),
+            (
+                |t| t.put(automerge::ROOT, "visits", "gone").unwrap(),
+                "written by the server",
+            ),
+            (
+                |t| t.delete(automerge::ROOT, "residents").unwrap(),
+                "deletes nothing",
+            ),
+        ];
+        for (edit, reason) in edits {
+            let mut doc = db
+                .household_doc(id)
+                .unwrap()
+                .unwrap()
+                .with_actor(actor.clone());
+            let mut t = doc.transaction();
+            edit(&mut t);
+            t.commit();
+            let change = doc.get_last_local_change().unwrap().raw_bytes().to_vec();
+            let resp = db.sync(&device, &push(id, vec![change])).unwrap();
+            assert_eq!(resp.rejected.len(), 1, "{reason}");
+            assert!(
+                resp.rejected[0].reason.contains(reason),
+                "{:?}",
+                resp.rejected
+            );
+        }
 
         let mut org = load_doc(&db.conn(), db.organisation)
             .unwrap()

@@ -346,7 +346,7 @@ pub async fn run(dir: PathBuf, listen: SocketAddr) -> Result<()> {
         .map_err(|e| Error::Internal(e.to_string()))??;
     let t = db.totals()?;
     println!(
-        "arrived: {} households, {} residents, {} visits, {} photos ({} received), {} signed notices and pledges, {} conflicts",
+        "arrived: {} households, {} residents, {} visits, {} photos ({} received), {} signed notices and pledges, {} conflicting fields",
         t.households, t.residents, t.visits, t.photos, t.photos_received, t.evidence, t.conflicts
     );
     let d = dir.clone();

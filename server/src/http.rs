@@ -125,9 +125,13 @@ async fn sign_in(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<SignInResponse>> {
     let body = body.map_err(|r| Error::from_body(r, SIGN_IN_BODY_LIMIT))?;
+    // serde's message can quote the value it choked on (a password, a phone number
+    // typed as a name), so only its position is passed on.
     let req: SignInRequest = serde_json::from_slice(&body).map_err(|e| {
         Error::BadRequest(format!(
-            "the sign-in body must be JSON {{\"username\", \"password\", \"device_id\"}}: {e}"
+            "the sign-in body must be JSON {{\"username\", \"password\", \"device_id\", \"device_key\"}} with text values (wrong at line {} column {})",
+            e.line(),
+            e.column()
         ))
     })?;
     let device = DeviceId::parse(&req.device_id)

@@ -56,7 +56,7 @@ enum Command {
     },
     /// Re-verify every signed notice and pledge: records, device signatures, blob
     /// hashes, the hash-chained evidence log and the household documents. Exits 0 when
-    /// all holds, 1 naming the first broken record or link.
+    /// all holds, 1 naming the first broken record or link, 2 when it cannot run.
     Verify {
         #[command(flatten)]
         data: DataArg,
@@ -355,9 +355,17 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let v = db
                 .publish_template(&id, kind, &title, &body, &effective_from)
                 .map_err(|e| e.to_string())?;
+            let today = db
+                .organisation()
+                .map_err(|e| e.to_string())?
+                .template_in_force(&id, doorstep_core::store::now_ms())
+                .map(|t| t.version);
             println!(
-                "{id} version {} published, in force from {}; text sha256 {}",
-                v.version, v.effective_from, v.text_sha256
+                "{id} version {} published, effective from {}; text sha256 {}; in force today: {}",
+                v.version,
+                v.effective_from,
+                v.text_sha256,
+                today.map_or("no version".to_string(), |n| format!("version {n}"))
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -715,6 +715,7 @@ fn verify_in_child(dir: &Path) -> VerifyRun {
             records,
             blobs,
             documents,
+            pending_blobs: 0,
         },
         took: Duration::from_nanos(nanos),
         heap_peak,

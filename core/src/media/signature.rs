@@ -583,7 +583,8 @@ pub fn decode_strokes(bytes: &[u8]) -> Result<SignatureStrokes, SignatureError> 
             x = x.checked_add(chunk[0]).ok_or_else(out_of_range)?;
             y = y.checked_add(chunk[1]).ok_or_else(out_of_range)?;
             t = t.checked_add(chunk[2]).ok_or_else(out_of_range)?;
-            if x.abs() > MAX_STORED_TENTHS || y.abs() > MAX_STORED_TENTHS {
+            let bound = -MAX_STORED_TENTHS..=MAX_STORED_TENTHS;
+            if !bound.contains(&x) || !bound.contains(&y) {
                 return Err(out_of_range());
             }
             let t_ms = u32::try_from(t).map_err(|_| out_of_range())?;
@@ -1272,6 +1273,33 @@ mod tests {
         #[test]
         fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
             let _ = decode_strokes(&bytes);
+        }
+    }
+
+    /// Extreme deltas are a decode error, not an overflow panic.
+    #[test]
+    fn extreme_stored_values_are_refused_without_panicking() {
+        use ciborium::Value;
+        for v in [i64::MIN, i64::MAX] {
+            let item = Value::Map(vec![
+                (Value::Text("h".into()), Value::from(1600)),
+                (
+                    Value::Text("s".into()),
+                    Value::Array(vec![Value::Array(vec![
+                        Value::from(0),
+                        Value::from(v),
+                        Value::from(0),
+                        Value::from(0),
+                    ])]),
+                ),
+                (Value::Text("v".into()), Value::from(1)),
+                (Value::Text("w".into()), Value::from(3600)),
+            ]);
+            let bytes = crate::evidence::encode_canonical(&item);
+            assert!(matches!(
+                decode_strokes(&bytes),
+                Err(SignatureError::Decode(_))
+            ));
         }
     }
 }

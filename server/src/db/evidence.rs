@@ -182,57 +182,106 @@ impl Protected {
         p
     }
 
-    /// Checks one change's operations, before it is applied. Returns the evidence keys
-    /// it creates, or why it is refused: it writes the `evidence` or `receipts` map at
-    /// the root, edits or deletes an existing evidence entry, writes an entry that is
-    /// not a new map, or writes a receipt.
-    pub fn check(&self, change: &Change) -> std::result::Result<Vec<String>, String> {
-        let mut created = Vec::new();
-        for op in change.decode().operations {
-            let obj = match &op.obj {
-                automerge::legacy::ObjectId::Root => None,
-                automerge::legacy::ObjectId::Id(id) => Some((id.counter(), id.actor().clone())),
-            };
+    /// Checks one change's operations, before it is applied. Returns the evidence key
+    /// it creates, if any, or why it is refused:
+    /// - it deletes anything (a phone never deletes: a visit in error is voided);
+    /// - it writes a root key other than the profile text fields of
+    ///   [`PHONE_ROOT_KEYS`] (the household's identity, place and kind, and its
+    ///   collections as wholes, are the server's);
+    /// - it touches an existing evidence entry or any receipt;
+    /// - it writes an evidence entry that is not a new map, more than one entry, or an
+    ///   entry together with anything outside it (a record is its own change).
+    pub fn check(&self, change: &Change) -> std::result::Result<Option<String>, String> {
+        use automerge::legacy::{Key, ObjectId, OpType};
+        let mut created: Option<(String, (u64, ActorId))> = None;
+        let mut outside_entry = false;
+        let start = change.start_op().get();
+        let actor = change.actor_id().clone();
+        let ops = change.decode().operations;
+        for (i, op) in ops.iter().enumerate() {
+            let op_id = (start + i as u64, actor.clone());
+            if matches!(op.action, OpType::Delete) {
+                return Err("a phone deletes nothing; a visit recorded in error is voided".into());
+            }
             let key = match &op.key {
-                automerge::legacy::Key::Map(k) => Some(k.to_string()),
-                automerge::legacy::Key::Seq(_) => None,
+                Key::Map(k) => k.to_string(),
+                Key::Seq(_) => String::new(),
             };
-            match obj {
-                None => {
-                    if matches!(key.as_deref(), Some("evidence" | "receipts")) {
-                        return Err(
-                            "the evidence and receipts maps are created by the server only".into(),
-                        );
+            let obj = match &op.obj {
+                ObjectId::Root => {
+                    let text_put =
+                        matches!(&op.action, OpType::Put(automerge::ScalarValue::Str(_)));
+                    if !(PHONE_ROOT_KEYS.contains(&key.as_str()) && text_put) {
+                        return Err(format!(
+                            "the household's `{key}` is written by the server or the office only"
+                        ));
                     }
+                    outside_entry = true;
+                    continue;
                 }
-                Some(obj) => {
-                    if Some(&obj) == self.receipts_map.as_ref()
-                        || self.receipt_objects.contains(&obj)
-                    {
-                        return Err("receipts are written by the server only".into());
-                    }
-                    if self.evidence_objects.contains(&obj) {
-                        return Err("an evidence record is written once and never changed".into());
-                    }
-                    if Some(&obj) == self.evidence_map.as_ref() {
-                        let key = key.unwrap_or_default();
-                        if self.evidence_keys.contains(&key) {
-                            return Err(format!(
-                                "evidence record {key} is written once and never changed or deleted"
-                            ));
-                        }
-                        if !matches!(op.action, automerge::legacy::OpType::Make(ObjType::Map)) {
-                            return Err(format!(
-                                "evidence entry {key} must be a new map of record and signature"
-                            ));
-                        }
-                        created.push(key);
-                    }
+                ObjectId::Id(id) => (id.counter(), id.actor().clone()),
+            };
+            if Some(&obj) == self.receipts_map.as_ref() || self.receipt_objects.contains(&obj) {
+                return Err("receipts are written by the server only".into());
+            }
+            if self.evidence_objects.contains(&obj) {
+                return Err("an evidence record is written once and never changed".into());
+            }
+            if Some(&obj) == self.evidence_map.as_ref() {
+                if self.evidence_keys.contains(&key) {
+                    return Err(format!(
+                        "evidence record {key} is written once and never changed or deleted"
+                    ));
                 }
+                if !matches!(op.action, OpType::Make(ObjType::Map)) {
+                    return Err(format!(
+                        "evidence entry {key} must be a new map of record and signature"
+                    ));
+                }
+                if created.is_some() {
+                    return Err("one evidence record per change".into());
+                }
+                created = Some((key, op_id));
+                continue;
+            }
+            if created.as_ref().is_none_or(|(_, entry)| entry != &obj) {
+                outside_entry = true;
             }
         }
-        Ok(created)
+        match created {
+            Some(_) if outside_entry => {
+                Err("a change that writes an evidence record writes nothing else".into())
+            }
+            Some((key, _)) => Ok(Some(key)),
+            None => Ok(None),
+        }
     }
+
+    /// Marks a just-accepted entry as protected, without walking the whole map again.
+    pub fn protect_entry(&mut self, doc: &Automerge, key: &str) {
+        self.evidence_keys.insert(key.to_string());
+        if let Some(ev) = map_child(doc, &ROOT, "evidence")
+            && let Some(entry) = map_child(doc, &ev, key)
+        {
+            if let Some(k) = obj_key(&entry) {
+                self.evidence_objects.insert(k);
+            }
+            objects_below(doc, &entry, &mut self.evidence_objects);
+        }
+    }
+}
+
+/// Root keys of a household a phone may write, each a text value: the profile fields a
+/// worker corrects at the door (`ProfileField`).
+pub const PHONE_ROOT_KEYS: [&str; 3] = ["phone", "head_name", "address"];
+
+/// Record IDs and counters accepted earlier in the same push (not yet in the log).
+#[derive(Debug, Default)]
+pub struct SeenInPush {
+    /// Record IDs.
+    pub ids: HashSet<EvidenceId>,
+    /// Counters of the pushing device.
+    pub counters: HashSet<u64>,
 }
 
 /// Where the device's evidence key stands.
@@ -263,7 +312,7 @@ pub fn check_new_entry(
     key: &str,
     device: &DeviceId,
     org: &Organisation,
-    counters_in_push: &HashSet<u64>,
+    seen_in_push: &SeenInPush,
 ) -> Result<std::result::Result<(EvidenceRecord, EvidenceEntry), String>> {
     let refuse = |m: String| Ok(Err(format!("evidence {key}: {m}")));
     let Some(ev) = map_child(doc, &ROOT, "evidence") else {
@@ -287,6 +336,20 @@ pub fn check_new_entry(
     if record.id.to_string() != key {
         return refuse("the record is filed under another ID".into());
     }
+    if let Err(e) = record.check_values() {
+        return refuse(e.to_string());
+    }
+    let id_used = tx
+        .query_row(
+            "SELECT 1 FROM evidence_log WHERE evidence_id = ?1",
+            [key],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if id_used || seen_in_push.ids.contains(&record.id) {
+        return refuse("a record with this ID was received before".into());
+    }
     if record.household.0 != doc_id {
         return refuse("the record names another household".into());
     }
@@ -304,7 +367,7 @@ pub fn check_new_entry(
         )
         .optional()?
         .is_some();
-    if used || counters_in_push.contains(&record.counter) {
+    if used || seen_in_push.counters.contains(&record.counter) {
         return refuse(format!(
             "counter {} was used before by this device (a replayed record)",
             record.counter
@@ -314,8 +377,13 @@ pub fn check_new_entry(
         Ok(h) => h,
         Err(_) => return refuse("the household document cannot be read".into()),
     };
-    if !household.visits.contains_key(&record.visit.to_string()) {
-        return refuse("the record names a visit this household does not have".into());
+    match household.visits.get(&record.visit.to_string()) {
+        None => return refuse("the record names a visit this household does not have".into()),
+        Some(v) if v.device_id != device.to_string() => {
+            return refuse("the visit was started on another phone".into());
+        }
+        Some(v) if v.voided.is_some() => return refuse("the visit was voided".into()),
+        Some(_) => {}
     }
     if !household.residents.contains_key(&record.signer.to_string()) {
         return refuse("the signer is not a resident of this household".into());
@@ -326,6 +394,9 @@ pub fn check_new_entry(
         .filter(|t| t.kind == record.kind)
         .and_then(|t| t.versions.get(&record.template_version.to_string()));
     match version {
+        Some(v) if v.effective_from.as_str() > model::town_date(record.signed_at_ms).as_str() => {
+            return refuse("the template version was not yet in force when it was signed".into());
+        }
         Some(v) if v.text_sha256 == hex::encode(record.text_sha256) => {}
         Some(_) => {
             return refuse("the text signed is not the office's text of that version".into());
@@ -413,8 +484,9 @@ pub fn append_to_log(
 /// and the previous ones are marked superseded (records they signed stay verifiable);
 /// a key already registered changes nothing.
 ///
-/// Errors: [`Error::BadRequest`] when the bytes are not an ed25519 public key, or are a
-/// weak (small-order) one under which forged signatures could verify;
+/// Errors: [`Error::BadRequest`] when the bytes are not the canonical encoding of an
+/// ed25519 public key, or are a weak (small-order) one under which forged signatures
+/// could verify;
 /// [`Error::Conflict`] when the key is registered for another device.
 pub fn register_key(
     tx: &Transaction<'_>,
@@ -423,7 +495,7 @@ pub fn register_key(
     now: i64,
 ) -> Result<()> {
     match ed25519_dalek::VerifyingKey::from_bytes(key) {
-        Ok(k) if !k.is_weak() => {}
+        Ok(k) if !k.is_weak() && k.to_bytes() == *key => {}
         _ => {
             return Err(Error::BadRequest(
                 "device_key is not a usable ed25519 public key".into(),

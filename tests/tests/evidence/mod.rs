@@ -601,6 +601,8 @@ fn edits_replays_and_foreign_keys_are_refused_and_the_rest_of_the_push_is_kept()
     let legit_a = start(&mut a, ha);
     let open_c = start(&mut a, hc);
     let open_d = start(&mut a, hd);
+    let (hf, hg) = (ids[5], ids[6]);
+    let open_f = start(&mut a, hf);
 
     // 1. An edit of an existing record's bytes.
     tamper_phone(&path, device, ha, |doc| {
@@ -669,6 +671,40 @@ fn edits_replays_and_foreign_keys_are_refused_and_the_rest_of_the_push_is_kept()
         .unwrap();
     });
 
+    // 5. A record reusing an accepted record's ID, in another household.
+    let signer_f = head_of(&a, hf);
+    let copied_id = EvidenceRecord {
+        household: hf,
+        visit: open_f,
+        signer: signer_f,
+        signer_name: a.household(hf).unwrap().residents[&signer_f.to_string()]
+            .name
+            .clone(),
+        counter: 2_000,
+        ..first.clone()
+    };
+    let signed_copy = evidence::sign_record(&key, &copied_id).unwrap();
+    tamper_phone(&path, device, hf, |doc| {
+        model::add_evidence(
+            doc,
+            copied_id.id,
+            &EvidenceEntry {
+                record: model::Bytes(signed_copy.record.clone()),
+                signature: model::Bytes(signed_copy.signature.clone()),
+            },
+            now_ms(),
+        )
+        .unwrap();
+    });
+    // 6. A household passing itself off as the organisation document (with a forged
+    // notice), which would fool other phones into showing its text.
+    tamper_phone(&path, device, hg, |doc| {
+        let mut tx = doc.transaction();
+        tx.put(ROOT, "kind", "organisation").unwrap();
+        tx.put_object(ROOT, "templates", ObjType::Map).unwrap();
+        tx.commit();
+    });
+
     sync_now(&mut a, None, |_| {}).unwrap();
     let refused = a.refused_changes().unwrap();
     let reason_for = |doc: HouseholdId, needle: &str| {
@@ -677,9 +713,11 @@ fn edits_replays_and_foreign_keys_are_refused_and_the_rest_of_the_push_is_kept()
             .any(|r| r.doc == doc.0 && r.reason.contains(needle))
     };
     assert!(reason_for(ha, "never changed"), "edit: {refused:?}");
-    assert!(reason_for(he, "never changed"), "deletion: {refused:?}");
+    assert!(reason_for(he, "deletes nothing"), "deletion: {refused:?}");
     assert!(reason_for(hc, "counter"), "replay: {refused:?}");
     assert!(reason_for(hd, "not registered"), "foreign key: {refused:?}");
+    assert!(reason_for(hf, "received before"), "copied ID: {refused:?}");
+    assert!(reason_for(hg, "office only"), "kind: {refused:?}");
     assert!(a.outbox().unwrap().is_empty(), "every change was answered");
 
     // The rest of the push arrived: another phone sees both legitimate visits and the
@@ -708,19 +746,50 @@ fn edits_replays_and_foreign_keys_are_refused_and_the_rest_of_the_push_is_kept()
     );
     assert!(b.household(hc).unwrap().evidence.is_empty());
     assert!(b.household(hd).unwrap().evidence.is_empty());
+    assert!(b.household(hf).unwrap().evidence.is_empty());
+    let org = b.organisation().unwrap().unwrap();
+    assert!(org.templates["notice"].versions["1"].body.contains("96110"));
+    assert_eq!(
+        b.households(&HouseholdQuery {
+            limit: 1000,
+            ..Default::default()
+        })
+        .unwrap()
+        .len(),
+        ids.len()
+    );
     let (code, out) = verify_cli(&f.server.data, None);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("4 log entries"), "{out}");
 
-    // Later work in a household whose tampered change was refused builds on that
-    // change: it is refused too, with the reason, and kept on the phone.
-    start(&mut a, ha);
-    sync_now(&mut a, None, |_| {}).unwrap();
+    // The phone took the refused changes out of its own copy (they stay listed as
+    // refused): its view is the server's again, and later work there is accepted.
+    let mine = a.household(ha).unwrap();
+    assert_eq!(
+        mine.evidence[&signed[0].to_string()],
+        seen_a.evidence[&signed[0].to_string()]
+    );
+    assert_eq!(a.household(he).unwrap().evidence.len(), 2);
+    assert!(a.household(hc).unwrap().evidence.is_empty());
     assert!(
-        a.refused_changes()
+        a.verify_evidence(None)
             .unwrap()
             .iter()
-            .any(|r| r.doc == ha.0 && r.reason.contains("builds on a change that was refused"))
+            .all(|c| c.problems.is_empty())
+    );
+    let later = start(&mut a, ha);
+    sync_now(&mut a, None, |_| {}).unwrap();
+    assert_eq!(
+        a.refused_changes().unwrap().len(),
+        refused.len(),
+        "nothing new refused"
+    );
+    sync_now(&mut b, None, |_| {}).unwrap();
+    assert!(
+        b.household(ha)
+            .unwrap()
+            .visits
+            .contains_key(&later.to_string())
     );
 }
 
@@ -742,7 +811,7 @@ fn a_re_enrolled_phone_keeps_its_old_records_verifiable() {
     finish_completed(&mut a, ids[1], v).unwrap();
     assert!(matches!(
         sync_now(&mut a, None, |_| {}),
-        Err(Error::Unauthorized(_))
+        Err(Error::KeyNotRegistered)
     ));
     Client::new(&f.server.url())
         .sign_in(&mut a, "worker-a", PASSWORD)
