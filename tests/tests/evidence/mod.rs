@@ -418,6 +418,45 @@ fn a_visit_with_notice_pledge_and_photos_syncs_and_verifies_and_any_tampering_sh
             restore_column(&conn, "evidence_log", &key_after, column, &original);
         }
     }
+    // Every byte of every byte-string column of entry 2 (the record's were all done
+    // above, for entry 1), the text columns' every character.
+    for column in columns {
+        use rusqlite::types::Value as Sql;
+        let original: Sql = conn
+            .query_row(
+                &format!("SELECT {column} FROM evidence_log WHERE seq = 2"),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let variants: Vec<Sql> = match &original {
+            Sql::Blob(b) => (0..b.len())
+                .map(|i| {
+                    let mut c = b.clone();
+                    c[i] ^= 0x01;
+                    Sql::Blob(c)
+                })
+                .collect(),
+            Sql::Text(t) => (0..t.len())
+                .map(|i| {
+                    let mut c = t.clone().into_bytes();
+                    c[i] = if c[i] == b'0' { b'1' } else { b'0' };
+                    Sql::Text(String::from_utf8(c).unwrap())
+                })
+                .collect(),
+            Sql::Integer(_) => continue,
+            other => panic!("{column}: {other:?}"),
+        };
+        for (i, v) in variants.iter().enumerate() {
+            conn.execute(
+                &format!("UPDATE evidence_log SET {column} = ?1 WHERE seq = 2"),
+                [v],
+            )
+            .unwrap();
+            assert_broken(&data, h, &format!("log entry 2, {column} byte {i}"));
+        }
+        restore_column(&conn, "evidence_log", "seq = 2", column, &original);
+    }
     assert_holds(&data, "after restoring the log");
     // An entry removed from the log.
     let row2: Vec<rusqlite::types::Value> = {
