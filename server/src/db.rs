@@ -907,6 +907,20 @@ impl Push<'_> {
                 refused_here.insert(change.hash());
                 continue;
             }
+            // A change that leaves the household unreadable (a visit written as a
+            // number, a resident as a list) would stop its projections, its review and
+            // the evidence check for everyone.
+            if model::read_household(&trial).is_err() {
+                self.refuse(
+                    resp,
+                    doc_id,
+                    hash,
+                    raw_bytes,
+                    "the change leaves the household's record unreadable",
+                )?;
+                refused_here.insert(change.hash());
+                continue;
+            }
             let mut new_record = None;
             if let Some(key) = &created {
                 if self.organisation.is_none() {
@@ -1664,7 +1678,7 @@ mod tests {
         );
         // Nor a household's kind, its collections as wholes, nor any deletion.
         type Edit = fn(&mut automerge::transaction::Transaction<'_>);
-        let edits: [(Edit, &str); 3] = [
+        let edits: [(Edit, &str); 4] = [
             (
                 |t| t.put(automerge::ROOT, "kind", "organisation").unwrap(),
                 "written by the server",
@@ -1676,6 +1690,16 @@ mod tests {
             (
                 |t| t.delete(automerge::ROOT, "residents").unwrap(),
                 "deletes nothing",
+            ),
+            (
+                |t| {
+                    let visits = match t.get(automerge::ROOT, "visits").unwrap() {
+                        Some((_, id)) => id,
+                        None => panic!("no visits map"),
+                    };
+                    t.put(&visits, "not-a-visit", 42).unwrap();
+                },
+                "unreadable",
             ),
         ];
         for (edit, reason) in edits {
