@@ -885,7 +885,14 @@ impl Push<'_> {
                 // refused, the phone sends it again.
                 continue;
             }
-            let created = match protected.check(change) {
+            // automerge 0.12 panics on some malformed changes (a `pred` naming an op of
+            // another object, a list key in a map); such a change is refused, not
+            // allowed to fail the whole request.
+            let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                protected.check(change, &self.device.device_id)
+            }))
+            .unwrap_or_else(|_| Err("the change is malformed".into()));
+            let created = match checked {
                 Ok(created) => created,
                 Err(reason) => {
                     self.refuse(resp, doc_id, hash, raw_bytes, &reason)?;
@@ -893,10 +900,15 @@ impl Push<'_> {
                     continue;
                 }
             };
-            let mut trial = doc.fork();
-            if trial.apply_changes([change.clone()]).is_err()
-                || trial.get_change_by_hash(&change.hash()).is_none()
-            {
+            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut trial = doc.fork();
+                let ok = trial.apply_changes([change.clone()]).is_ok()
+                    && trial.get_change_by_hash(&change.hash()).is_some();
+                ok.then_some(trial)
+            }))
+            .ok()
+            .flatten();
+            let Some(trial) = applied else {
                 self.refuse(
                     resp,
                     doc_id,
@@ -906,21 +918,7 @@ impl Push<'_> {
                 )?;
                 refused_here.insert(change.hash());
                 continue;
-            }
-            // A change that leaves the household unreadable (a visit written as a
-            // number, a resident as a list) would stop its projections, its review and
-            // the evidence check for everyone.
-            if model::read_household(&trial).is_err() {
-                self.refuse(
-                    resp,
-                    doc_id,
-                    hash,
-                    raw_bytes,
-                    "the change leaves the household's record unreadable",
-                )?;
-                refused_here.insert(change.hash());
-                continue;
-            }
+            };
             let mut new_record = None;
             if let Some(key) = &created {
                 if self.organisation.is_none() {
@@ -954,6 +952,33 @@ impl Push<'_> {
             accepted.push(change.clone());
         }
         if accepted.is_empty() {
+            return Ok(());
+        }
+        // A push that leaves the household unreadable (a visit written as a number) or
+        // unloadable would stop its projections, its review and the evidence check for
+        // everyone. Checked once per document and push, so honest pushes pay one
+        // hydration; a push that fails it is refused whole for this household (only a
+        // tampered app writes such changes).
+        let sound = model::read_household(&doc).is_ok()
+            && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                Automerge::load(&doc.save()).is_ok()
+            }))
+            .unwrap_or(false);
+        if !sound {
+            for c in &accepted {
+                let hash = c.hash().0.to_vec();
+                self.refuse(
+                    resp,
+                    doc_id,
+                    &hash,
+                    c.raw_bytes(),
+                    "the changes of this push leave the household's record unreadable",
+                )?;
+            }
+            for (r, _) in &records {
+                self.seen.ids.remove(&r.id);
+                self.seen.counters.remove(&r.counter);
+            }
             return Ok(());
         }
         let heads_before_receipts = doc.get_heads();
@@ -1678,7 +1703,7 @@ mod tests {
         );
         // Nor a household's kind, its collections as wholes, nor any deletion.
         type Edit = fn(&mut automerge::transaction::Transaction<'_>);
-        let edits: [(Edit, &str); 4] = [
+        let edits: [(Edit, &str); 6] = [
             (
                 |t| t.put(automerge::ROOT, "kind", "organisation").unwrap(),
                 "written by the server",
@@ -1700,6 +1725,31 @@ mod tests {
                     t.put(&visits, "not-a-visit", 42).unwrap();
                 },
                 "unreadable",
+            ),
+            (
+                |t| {
+                    let (_, residents) = t.get(automerge::ROOT, "residents").unwrap().unwrap();
+                    t.put_object(&residents, "someone", automerge::ObjType::Map)
+                        .unwrap();
+                },
+                "roster import only",
+            ),
+            (
+                |t| {
+                    let (_, visits) = t.get(automerge::ROOT, "visits").unwrap().unwrap();
+                    let v = t
+                        .put_object(&visits, "with-a-note", automerge::ObjType::Map)
+                        .unwrap();
+                    let note = t.put_object(&v, "note", automerge::ObjType::Text).unwrap();
+                    t.splice_text(&note, 0, 0, "ab").unwrap();
+                    t.mark(
+                        &note,
+                        automerge::marks::Mark::new("bold".into(), true, 0, 1),
+                        automerge::marks::ExpandMark::None,
+                    )
+                    .unwrap();
+                },
+                "marks",
             ),
         ];
         for (edit, reason) in edits {
@@ -1745,6 +1795,11 @@ mod tests {
         let phone = DeviceId::new();
         let got = db.sign_in("w", "password-1", phone, Some(identity));
         assert!(matches!(got, Err(Error::BadRequest(_))), "{got:?}");
+        let got = db.sign_in("w", "password-1", phone, Some([0xff; 32]));
+        assert!(
+            matches!(got, Err(Error::BadRequest(_))),
+            "non-canonical: {got:?}"
+        );
         let key = DeviceKey::from_seed(&[3; 32]).public();
         db.sign_in("w", "password-1", device.device_id, Some(key))
             .unwrap();
@@ -1761,5 +1816,80 @@ mod tests {
             )
             .unwrap();
         assert_eq!(devices, 0, "a refused sign-in enrols nothing");
+    }
+
+    /// A phone writes inside its own visits only, and never replaces a visit.
+    #[test]
+    fn a_phone_cannot_change_another_phones_visit() {
+        let (_dir, db, device, id) = setup();
+        let other = db
+            .authenticate(
+                &db.sign_in("w", "password-1", DeviceId::new(), None)
+                    .unwrap(),
+            )
+            .unwrap();
+        let visit = model::Visit {
+            visitor: "w".into(),
+            device_id: device.device_id.to_string(),
+            started_at_ms: 1_780_000_000_000,
+            finished_at_ms: None,
+            outcome: None,
+            outcome_reason: String::new(),
+            voided: None,
+            target_groups_reached: vec![],
+            remarks: String::new(),
+            photos: Default::default(),
+            location: None,
+        };
+        let vid = doorstep_core::model::VisitId::new();
+        let mut doc = db
+            .household_doc(id)
+            .unwrap()
+            .unwrap()
+            .with_actor(device.device_id.actor());
+        model::add_visit(&mut doc, vid, &visit, 1).unwrap();
+        let started = doc.get_last_local_change().unwrap().raw_bytes().to_vec();
+        let resp = db.sync(&device, &push(id, vec![started])).unwrap();
+        assert!(resp.rejected.is_empty(), "{:?}", resp.rejected);
+
+        let base = db.household_doc(id).unwrap().unwrap();
+        let void = doorstep_core::model::VoidNote {
+            reason: "not mine".into(),
+            at_ms: 2,
+        };
+        let mut theirs = base.fork().with_actor(other.device_id.actor());
+        model::void_visit(&mut theirs, vid, &void, 2).unwrap();
+        let voiding = theirs.get_last_local_change().unwrap().raw_bytes().to_vec();
+        let resp = db.sync(&other, &push(id, vec![voiding])).unwrap();
+        assert!(
+            resp.rejected.len() == 1 && resp.rejected[0].reason.contains("another phone"),
+            "{:?}",
+            resp.rejected
+        );
+        let mut replace = base.fork().with_actor(other.device_id.actor());
+        {
+            let mut t = replace.transaction();
+            let (_, visits) = t.get(automerge::ROOT, "visits").unwrap().unwrap();
+            t.put_object(&visits, vid.to_string(), automerge::ObjType::Map)
+                .unwrap();
+            t.commit();
+        }
+        let replacing = replace
+            .get_last_local_change()
+            .unwrap()
+            .raw_bytes()
+            .to_vec();
+        let resp = db.sync(&other, &push(id, vec![replacing])).unwrap();
+        assert!(
+            resp.rejected.len() == 1 && resp.rejected[0].reason.contains("exists"),
+            "{:?}",
+            resp.rejected
+        );
+        // The owner still can.
+        let mut mine = base.fork().with_actor(device.device_id.actor());
+        model::void_visit(&mut mine, vid, &void, 4).unwrap();
+        let own = mine.get_last_local_change().unwrap().raw_bytes().to_vec();
+        let resp = db.sync(&device, &push(id, vec![own])).unwrap();
+        assert!(resp.rejected.is_empty(), "{:?}", resp.rejected);
     }
 }

@@ -42,6 +42,8 @@ pub struct VerifyReport {
     /// Cited blobs the server never received (a phone pushes records before their
     /// blobs; they arrive with its next sync). Not a failure: listed, not hidden.
     pub pending_blobs: u64,
+    /// The first few pending blobs, as `<blob hash> (record <id>)`.
+    pub pending_examples: Vec<String>,
 }
 
 impl fmt::Display for VerifyReport {
@@ -54,8 +56,14 @@ impl fmt::Display for VerifyReport {
         if self.pending_blobs > 0 {
             write!(
                 f,
-                "; {} cited blobs not uploaded yet (they come with the phones' next syncs)",
-                self.pending_blobs
+                "; {} cited blobs not uploaded yet (they come with the phones' next syncs): {}{}",
+                self.pending_blobs,
+                self.pending_examples.join(", "),
+                if self.pending_blobs > self.pending_examples.len() as u64 {
+                    ", ..."
+                } else {
+                    ""
+                }
             )?;
         }
         Ok(())
@@ -107,6 +115,7 @@ pub fn verify(
         report: VerifyReport::default(),
         recent_blobs: HashSet::new(),
         recent_order: VecDeque::new(),
+        templates: HashMap::new(),
     };
     if let Some(h) = household {
         let known: bool = v
@@ -164,6 +173,8 @@ struct Verifier {
     report: VerifyReport,
     recent_blobs: HashSet<[u8; 32]>,
     recent_order: VecDeque<[u8; 32]>,
+    /// Text hash (hex) of every template version the organisation published.
+    templates: HashMap<(String, model::EvidenceKind, u32), String>,
 }
 
 /// One row of the evidence log.
@@ -187,7 +198,7 @@ struct Row {
 }
 
 impl Verifier {
-    fn server_keys(&self) -> Checked<HashSet<String>> {
+    fn organisation(&self) -> Checked<model::Organisation> {
         let org: Option<String> = self
             .conn
             .query_row(
@@ -204,7 +215,7 @@ impl Verifier {
             None => return broken("the organisation document is missing".into()),
         };
         match model::read_organisation(&doc) {
-            Ok(o) => Ok(o.server_keys.into_keys().collect()),
+            Ok(o) => Ok(o),
             Err(e) => broken(format!("the organisation document cannot be read: {e}")),
         }
     }
@@ -228,7 +239,25 @@ impl Verifier {
     /// Passes 1 and 2, in batches of [`LOG_BATCH`] entries read in `seq` order: each
     /// entry's link, then its record when in scope.
     fn log(&mut self) -> Checked {
-        let server_keys = self.server_keys()?;
+        let organisation = self.organisation()?;
+        let server_keys: HashSet<String> = organisation.server_keys.keys().cloned().collect();
+        self.templates = organisation
+            .templates
+            .iter()
+            .flat_map(|(id, t)| {
+                t.versions
+                    .values()
+                    .map(move |v| ((id.clone(), t.kind, v.version), v.text_sha256.clone()))
+            })
+            .collect();
+        let below: i64 =
+            self.conn
+                .query_row("SELECT count(*) FROM evidence_log WHERE seq < 1", [], |r| {
+                    r.get(0)
+                })?;
+        if below > 0 {
+            return broken("evidence log: an entry is numbered below 1, outside the chain".into());
+        }
         let mut expected = 1i64;
         let mut prev = vec![0u8; 32];
         loop {
@@ -322,6 +351,17 @@ impl Verifier {
                 row.device_id
             ));
         }
+        let published = self.templates.get(&(
+            record.template_id.clone(),
+            record.kind,
+            record.template_version,
+        ));
+        if published != Some(&hex::encode(record.text_sha256)) {
+            return broken(format!(
+                "{at}: it was signed under a text the organisation did not publish (template {} version {})",
+                record.template_id, record.template_version
+            ));
+        }
         for (what, hash) in record.blobs() {
             self.blob(&at, what, &hash)?;
         }
@@ -346,6 +386,11 @@ impl Verifier {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !received => {
                 self.report.pending_blobs += 1;
+                if self.report.pending_examples.len() < 5 {
+                    self.report
+                        .pending_examples
+                        .push(format!("{hex_hash} ({at})"));
+                }
                 return Ok(());
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -541,6 +586,11 @@ impl Verifier {
             if entry_hash[..] != hash[..] {
                 return broken(format!("{at}: the receipt does not describe this record"));
             }
+        }
+        if let Some(key) = h.receipts.keys().find(|k| !h.evidence.contains_key(*k)) {
+            return broken(format!(
+                "household {id}: a receipt for record {key}, which the household does not hold"
+            ));
         }
         if let Some(key) = in_log.keys().min() {
             return broken(format!(

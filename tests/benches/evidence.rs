@@ -716,6 +716,7 @@ fn verify_in_child(dir: &Path) -> VerifyRun {
             blobs,
             documents,
             pending_blobs: 0,
+            pending_examples: Vec::new(),
         },
         took: Duration::from_nanos(nanos),
         heap_peak,

@@ -136,6 +136,12 @@ pub struct Protected {
     evidence_keys: HashSet<String>,
     evidence_objects: HashSet<(u64, ActorId)>,
     receipt_objects: HashSet<(u64, ActorId)>,
+    visits_map: Option<(u64, ActorId)>,
+    visit_keys: HashSet<String>,
+    /// Every object inside an existing visit, with the device that started the visit.
+    visit_objects: std::collections::HashMap<(u64, ActorId), String>,
+    residents_map: Option<(u64, ActorId)>,
+    resident_objects: HashSet<(u64, ActorId)>,
 }
 
 fn obj_key(id: &automerge::ObjId) -> Option<(u64, ActorId)> {
@@ -179,6 +185,33 @@ impl Protected {
             p.receipts_map = obj_key(&rc);
             objects_below(doc, &rc, &mut p.receipt_objects);
         }
+        if let Some(visits) = map_child(doc, &ROOT, "visits") {
+            p.visits_map = obj_key(&visits);
+            for key in doc.keys(&visits).collect::<Vec<_>>() {
+                let Some(visit) = map_child(doc, &visits, &key) else {
+                    continue;
+                };
+                let owner = match doc.get(&visit, "device_id") {
+                    Ok(Some((automerge::Value::Scalar(v), _))) => match v.as_ref() {
+                        automerge::ScalarValue::Str(s) => s.to_string(),
+                        _ => String::new(),
+                    },
+                    _ => String::new(),
+                };
+                let mut inside = HashSet::new();
+                if let Some(k) = obj_key(&visit) {
+                    inside.insert(k);
+                }
+                objects_below(doc, &visit, &mut inside);
+                p.visit_objects
+                    .extend(inside.into_iter().map(|k| (k, owner.clone())));
+                p.visit_keys.insert(key);
+            }
+        }
+        if let Some(residents) = map_child(doc, &ROOT, "residents") {
+            p.residents_map = obj_key(&residents);
+            objects_below(doc, &residents, &mut p.resident_objects);
+        }
         p
     }
 
@@ -188,20 +221,31 @@ impl Protected {
     /// - it writes a root key other than the profile text fields of
     ///   [`PHONE_ROOT_KEYS`] (the household's identity, place and kind, and its
     ///   collections as wholes, are the server's);
-    /// - it touches an existing evidence entry or any receipt;
+    /// - it touches an existing evidence entry or any receipt, any resident (the
+    ///   roster's), a visit started on another phone, or replaces an existing visit;
+    /// - it writes text marks (automerge 0.12 accepts mark operations in an order its
+    ///   own loader then refuses, which would make the household unloadable);
     /// - it writes an evidence entry that is not a new map, more than one entry, or an
     ///   entry together with anything outside it (a record is its own change).
-    pub fn check(&self, change: &Change) -> std::result::Result<Option<String>, String> {
+    pub fn check(
+        &self,
+        change: &Change,
+        device: &DeviceId,
+    ) -> std::result::Result<Option<String>, String> {
         use automerge::legacy::{Key, ObjectId, OpType};
         let mut created: Option<(String, (u64, ActorId))> = None;
         let mut outside_entry = false;
         let start = change.start_op().get();
         let actor = change.actor_id().clone();
+        let device = device.to_string();
         let ops = change.decode().operations;
         for (i, op) in ops.iter().enumerate() {
             let op_id = (start + i as u64, actor.clone());
             if matches!(op.action, OpType::Delete) {
                 return Err("a phone deletes nothing; a visit recorded in error is voided".into());
+            }
+            if matches!(op.action, OpType::MarkBegin(_) | OpType::MarkEnd(_)) {
+                return Err("text marks are not part of a household record".into());
             }
             let key = match &op.key {
                 Key::Map(k) => k.to_string(),
@@ -223,6 +267,19 @@ impl Protected {
             };
             if Some(&obj) == self.receipts_map.as_ref() || self.receipt_objects.contains(&obj) {
                 return Err("receipts are written by the server only".into());
+            }
+            if Some(&obj) == self.residents_map.as_ref() || self.resident_objects.contains(&obj) {
+                return Err("residents are written by the roster import only".into());
+            }
+            if Some(&obj) == self.visits_map.as_ref() && self.visit_keys.contains(&key) {
+                return Err(format!(
+                    "visit {key} exists; it is changed inside, by the phone that started it"
+                ));
+            }
+            if let Some(owner) = self.visit_objects.get(&obj)
+                && owner != &device
+            {
+                return Err("the visit was started on another phone".into());
             }
             if self.evidence_objects.contains(&obj) {
                 return Err("an evidence record is written once and never changed".into());
@@ -495,7 +552,7 @@ pub fn register_key(
     now: i64,
 ) -> Result<()> {
     match ed25519_dalek::VerifyingKey::from_bytes(key) {
-        Ok(k) if !k.is_weak() && k.to_bytes() == *key => {}
+        Ok(k) if !k.is_weak() && k.to_edwards().compress().to_bytes() == *key => {}
         _ => {
             return Err(Error::BadRequest(
                 "device_key is not a usable ed25519 public key".into(),

@@ -543,6 +543,76 @@ fn a_visit_with_notice_pledge_and_photos_syncs_and_verifies_and_any_tampering_sh
         params![doc_bytes, &h.0.as_bytes()[..]],
     )
     .unwrap();
+    assert_holds(&data, "after restoring the document");
+
+    // An entry slipped in below the chain's start.
+    conn.execute(
+        "INSERT INTO evidence_log SELECT 0, 'ffffffff-ffff-4fff-bfff-ffffffffffff', doc_id,
+            visit_id, kind, device_id, counter + 100, public_key, signed_at_ms,
+            received_at_ms, record, device_signature, prev_hash, entry_hash, server_key,
+            server_signature FROM evidence_log WHERE seq = 1",
+        [],
+    )
+    .unwrap();
+    assert!(assert_broken(&data, h, "entry 0").contains("below 1"));
+    conn.execute("DELETE FROM evidence_log WHERE seq = 0", [])
+        .unwrap();
+
+    // The organisation's text of the pledge, rewritten with its hash.
+    let org_id: String = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'organisation'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let org_key = uuid::Uuid::parse_str(&org_id).unwrap();
+    let org_bytes: Vec<u8> = conn
+        .query_row(
+            "SELECT bytes FROM documents WHERE doc_id = ?1",
+            [&org_key.as_bytes()[..]],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let mut org = Automerge::load(&org_bytes).unwrap();
+    {
+        let mut tx = org.transaction();
+        let (_, templates) = tx.get(ROOT, "templates").unwrap().unwrap();
+        let (_, pledge) = tx.get(&templates, "pledge").unwrap().unwrap();
+        let (_, versions) = tx.get(&pledge, "versions").unwrap().unwrap();
+        let (_, v1) = tx.get(&versions, "1").unwrap().unwrap();
+        tx.put(&v1, "body", "另一段文字").unwrap();
+        tx.put(&v1, "text_sha256", "00".repeat(32)).unwrap();
+        tx.commit();
+    }
+    conn.execute(
+        "UPDATE documents SET bytes = ?1 WHERE doc_id = ?2",
+        params![org.save(), &org_key.as_bytes()[..]],
+    )
+    .unwrap();
+    assert!(assert_broken(&data, h, "template text").contains("did not publish"));
+    conn.execute(
+        "UPDATE documents SET bytes = ?1 WHERE doc_id = ?2",
+        params![org_bytes, &org_key.as_bytes()[..]],
+    )
+    .unwrap();
+
+    // A receipt for a record the household does not hold.
+    let mut doc = Automerge::load(&doc_bytes).unwrap();
+    let receipt =
+        model::read_household(&doc).unwrap().receipts[&evidence_ids[0].to_string()].clone();
+    model::add_receipt(&mut doc, EvidenceId::new(), &receipt, now_ms()).unwrap();
+    conn.execute(
+        "UPDATE documents SET bytes = ?1 WHERE doc_id = ?2",
+        params![doc.save(), &h.0.as_bytes()[..]],
+    )
+    .unwrap();
+    assert!(assert_broken(&data, h, "orphan receipt").contains("does not hold"));
+    conn.execute(
+        "UPDATE documents SET bytes = ?1 WHERE doc_id = ?2",
+        params![doc_bytes, &h.0.as_bytes()[..]],
+    )
+    .unwrap();
     assert_holds(&data, "at the end");
 }
 
