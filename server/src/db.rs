@@ -1301,9 +1301,16 @@ fn project_household(tx: &Transaction<'_>, id: Uuid, doc: &mut Automerge, now: i
     tx.execute("DELETE FROM residents WHERE doc_id = ?1", [key])?;
     for (rid, r) in &h.residents {
         tx.execute(
-            "INSERT OR REPLACE INTO residents
+            // A resident ID another household already uses is not moved here: IDs are
+            // per household, and a crafted one must not take over another's row.
+            "INSERT INTO residents
                (resident_id, doc_id, name, relation, sex, birth_date, id_number, phone, target_groups)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (resident_id) DO UPDATE SET name = excluded.name,
+                 relation = excluded.relation, sex = excluded.sex,
+                 birth_date = excluded.birth_date, id_number = excluded.id_number,
+                 phone = excluded.phone, target_groups = excluded.target_groups
+               WHERE residents.doc_id = excluded.doc_id",
             params![
                 rid,
                 key,
@@ -1333,7 +1340,8 @@ fn project_household(tx: &Transaction<'_>, id: Uuid, doc: &mut Automerge, now: i
                  outcome = excluded.outcome, started_at_ms = excluded.started_at_ms,
                  finished_at_ms = excluded.finished_at_ms, photos = excluded.photos,
                  outcome_reason = excluded.outcome_reason,
-                 voided_reason = excluded.voided_reason, evidence = excluded.evidence",
+                 voided_reason = excluded.voided_reason, evidence = excluded.evidence
+               WHERE visits.doc_id = excluded.doc_id",
             params![
                 vid,
                 key,
@@ -1703,7 +1711,11 @@ mod tests {
         );
         // Nor a household's kind, its collections as wholes, nor any deletion.
         type Edit = fn(&mut automerge::transaction::Transaction<'_>);
-        let edits: [(Edit, &str); 6] = [
+        let edits: [(Edit, &str); 7] = [
+            (
+                |t| t.put(automerge::ROOT, "phone", "call me maybe").unwrap(),
+                "not a valid value",
+            ),
             (
                 |t| t.put(automerge::ROOT, "kind", "organisation").unwrap(),
                 "written by the server",

@@ -234,6 +234,7 @@ impl Protected {
     ) -> std::result::Result<Option<String>, String> {
         use automerge::legacy::{Key, ObjectId, OpType};
         let mut created: Option<(String, (u64, ActorId))> = None;
+        let mut entry_keys: HashSet<String> = HashSet::new();
         let mut outside_entry = false;
         let start = change.start_op().get();
         let actor = change.actor_id().clone();
@@ -253,13 +254,17 @@ impl Protected {
             };
             let obj = match &op.obj {
                 ObjectId::Root => {
-                    let text_put =
-                        matches!(&op.action, OpType::Put(automerge::ScalarValue::Str(_)));
-                    if !(PHONE_ROOT_KEYS.contains(&key.as_str()) && text_put) {
+                    let OpType::Put(automerge::ScalarValue::Str(value)) = &op.action else {
+                        return Err(format!(
+                            "the household's `{key}` is written by the server or the office only"
+                        ));
+                    };
+                    if !PHONE_ROOT_KEYS.contains(&key.as_str()) {
                         return Err(format!(
                             "the household's `{key}` is written by the server or the office only"
                         ));
                     }
+                    profile_value_ok(&key, value)?;
                     outside_entry = true;
                     continue;
                 }
@@ -301,8 +306,19 @@ impl Protected {
                 created = Some((key, op_id));
                 continue;
             }
-            if created.as_ref().is_none_or(|(_, entry)| entry != &obj) {
-                outside_entry = true;
+            match &created {
+                Some((_, entry)) if entry == &obj => {
+                    // Inside the new entry: `record` and `signature`, once each.
+                    if !matches!(key.as_str(), "record" | "signature")
+                        || !entry_keys.insert(key.clone())
+                    {
+                        return Err(
+                            "an evidence entry holds `record` and `signature`, each written once"
+                                .into(),
+                        );
+                    }
+                }
+                _ => outside_entry = true,
             }
         }
         match created {
@@ -325,6 +341,26 @@ impl Protected {
             }
             objects_below(doc, &entry, &mut self.evidence_objects);
         }
+    }
+}
+
+/// Checks a profile value as the phone's store does (`Store::set_household_field`): a
+/// phone number of 7 to 15 digits or empty, other fields at most 200 characters without
+/// control characters.
+fn profile_value_ok(key: &str, value: &str) -> std::result::Result<(), String> {
+    let ok = match key {
+        "phone" => {
+            value.is_empty()
+                || ((7..=15).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_digit()))
+        }
+        _ => value.chars().count() <= 200 && !value.chars().any(char::is_control),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "the household's `{key}` is not a valid value (a phone is 7 to 15 digits; other fields at most 200 characters)"
+        ))
     }
 }
 
