@@ -825,6 +825,17 @@ impl Push<'_> {
         let mut doc = Automerge::load(&bytes).map_err(|e| Error::Internal(e.to_string()))?;
         let actor = self.device.device_id.actor();
         let mut protected = evidence::Protected::of(&doc);
+        // Visits already completed before this push (some from before signed evidence):
+        // the completeness rule applies to those this push completes.
+        let completed_before: HashSet<String> = model::read_household(&doc)
+            .map(|h| {
+                h.visits
+                    .into_iter()
+                    .filter(|(_, v)| v.outcome == Some(model::VisitOutcome::Completed))
+                    .map(|(id, _)| id)
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut accepted: Vec<Change> = Vec::new();
         let mut records = Vec::new();
         let mut refused_here: HashSet<ChangeHash> = HashSet::new();
@@ -959,21 +970,26 @@ impl Push<'_> {
         // everyone. Checked once per document and push, so honest pushes pay one
         // hydration; a push that fails it is refused whole for this household (only a
         // tampered app writes such changes).
-        let sound = model::read_household(&doc).is_ok()
-            && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                Automerge::load(&doc.save()).is_ok()
-            }))
-            .unwrap_or(false);
-        if !sound {
+        // The same once-per-push look enforces the campaign's rule that a completed
+        // visit has a signed notice or pledge and a photo, as the phone's core does.
+        let problem = match model::read_household(&doc) {
+            Err(_) => Some("the changes of this push leave the household's record unreadable"),
+            Ok(h) if !completed_visits_are_complete(&h, &completed_before) => {
+                Some("a visit completed in this push lacks a signed notice or pledge, or a photo")
+            }
+            Ok(_) => {
+                let loads = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    Automerge::load(&doc.save()).is_ok()
+                }))
+                .unwrap_or(false);
+                (!loads)
+                    .then_some("the changes of this push leave the household's record unreadable")
+            }
+        };
+        if let Some(reason) = problem {
             for c in &accepted {
                 let hash = c.hash().0.to_vec();
-                self.refuse(
-                    resp,
-                    doc_id,
-                    &hash,
-                    c.raw_bytes(),
-                    "the changes of this push leave the household's record unreadable",
-                )?;
+                self.refuse(resp, doc_id, &hash, c.raw_bytes(), reason)?;
             }
             for (r, _) in &records {
                 self.seen.ids.remove(&r.id);
@@ -1049,6 +1065,26 @@ impl Push<'_> {
         }
         Ok(false)
     }
+}
+
+/// Whether every visit completed now, and not before (`completed_before`), has at least
+/// one evidence record naming it and at least one photo (the completeness rule of
+/// `Store::finish_visit`).
+fn completed_visits_are_complete(h: &Household, completed_before: &HashSet<String>) -> bool {
+    let signed: HashSet<String> = h
+        .evidence
+        .values()
+        .filter_map(|e| {
+            doorstep_core::evidence::EvidenceRecord::from_canonical(&e.record.0)
+                .ok()
+                .map(|r| r.visit.to_string())
+        })
+        .collect();
+    h.visits.iter().all(|(id, v)| {
+        v.outcome != Some(model::VisitOutcome::Completed)
+            || completed_before.contains(id)
+            || (signed.contains(id) && !v.photos.is_empty())
+    })
 }
 
 /// Stores the changes a server-side edit made to a document (from `before`): appended
@@ -1903,5 +1939,35 @@ mod tests {
         let own = mine.get_last_local_change().unwrap().raw_bytes().to_vec();
         let resp = db.sync(&device, &push(id, vec![own])).unwrap();
         assert!(resp.rejected.is_empty(), "{:?}", resp.rejected);
+
+        // A tampered app finishing a visit as completed without a signed paper and a
+        // photo is refused, as the core refuses it.
+        let vid2 = doorstep_core::model::VisitId::new();
+        let mut done = db
+            .household_doc(id)
+            .unwrap()
+            .unwrap()
+            .with_actor(device.device_id.actor());
+        let before = done.get_heads();
+        model::add_visit(&mut done, vid2, &visit, 5).unwrap();
+        model::finish_visit(
+            &mut done,
+            vid2,
+            model::VisitOutcome::Completed,
+            "",
+            "",
+            &[],
+            1_780_000_000_100,
+            6,
+        )
+        .unwrap();
+        let changes: Vec<Vec<u8>> = done
+            .get_changes(&before)
+            .iter()
+            .map(|c| c.raw_bytes().to_vec())
+            .collect();
+        let resp = db.sync(&device, &push(id, changes)).unwrap();
+        assert_eq!(resp.rejected.len(), 2, "{:?}", resp.rejected);
+        assert!(resp.rejected[0].reason.contains("lacks a signed"));
     }
 }
