@@ -559,6 +559,35 @@ impl LogEntry {
     }
 }
 
+/// The log entry a household document's receipt describes, rebuilt from the document's
+/// own copy of the record (`entry`), so that its hash can be compared with the
+/// receipt's `entry_sha256`.
+///
+/// Errors: [`EvidenceError::Chain`] when `key` is not a UUID or the receipt's `prev`
+/// is not 32 bytes.
+pub fn receipt_log_entry(
+    key: &str,
+    entry: &crate::model::EvidenceEntry,
+    receipt: &crate::model::Receipt,
+) -> Result<LogEntry, EvidenceError> {
+    let evidence = EvidenceId::parse(key)
+        .ok_or_else(|| EvidenceError::Chain("the record's ID is not a UUID".into()))?;
+    let prev = receipt
+        .prev
+        .0
+        .as_slice()
+        .try_into()
+        .map_err(|_| EvidenceError::Chain("the receipt's prev is not 32 bytes".into()))?;
+    Ok(LogEntry {
+        seq: receipt.seq,
+        prev,
+        evidence,
+        record_sha256: sha256(&entry.record.0),
+        device_signature: entry.signature.0.clone(),
+        received_at_ms: receipt.received_at_ms,
+    })
+}
+
 /// Checks the server's countersignature of a log entry hash under `server_key`.
 pub fn verify_receipt(server_key: &[u8; 32], entry_hash: &Sha256Digest, signature: &[u8]) -> bool {
     verify_strict(server_key, &domain(RECEIPT_DOMAIN, entry_hash), signature)

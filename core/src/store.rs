@@ -1405,21 +1405,7 @@ fn check_receipt(
     key: &str,
     receipt: &model::Receipt,
 ) -> std::result::Result<(), String> {
-    let evidence_id = EvidenceId::parse(key).ok_or("the record's ID is not a UUID")?;
-    let prev: [u8; 32] = receipt
-        .prev
-        .0
-        .as_slice()
-        .try_into()
-        .map_err(|_| "receipt: prev is not 32 bytes")?;
-    let log = evidence::LogEntry {
-        seq: receipt.seq,
-        prev,
-        evidence: evidence_id,
-        record_sha256: evidence::sha256(&entry.record.0),
-        device_signature: entry.signature.0.clone(),
-        received_at_ms: receipt.received_at_ms,
-    };
+    let log = evidence::receipt_log_entry(key, entry, receipt).map_err(|e| e.to_string())?;
     let hash = log.hash();
     if receipt.entry_sha256.0 != hash {
         return Err("the receipt does not describe this record".into());
@@ -2099,6 +2085,17 @@ mod tests {
         )
     }
 
+    fn start_now(s: &mut Store, h: HouseholdId) -> VisitId {
+        s.start_visit(
+            h,
+            VisitStart {
+                started_at_ms: now_ms(),
+                location: None,
+            },
+        )
+        .unwrap()
+    }
+
     fn completed() -> VisitFinish {
         VisitFinish {
             outcome: VisitOutcome::Completed,
@@ -2167,15 +2164,7 @@ mod tests {
             Err(Error::Invalid { field: "visit", .. })
         ));
         // The next record takes the next counter.
-        let v2 = s
-            .start_visit(
-                h,
-                VisitStart {
-                    started_at_ms: now_ms(),
-                    location: None,
-                },
-            )
-            .unwrap();
+        let v2 = start_now(&mut s, h);
         let e2 = sign(&mut s, h, v2, EvidenceKind::Notice, head).unwrap();
         let r2 = s.household(h).unwrap().evidence[&e2.to_string()]
             .record
@@ -2187,15 +2176,7 @@ mod tests {
     fn other_outcomes_need_a_reason_and_a_visit_is_voided_not_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let (mut s, h, _, _) = signing_store(dir.path());
-        let v = s
-            .start_visit(
-                h,
-                VisitStart {
-                    started_at_ms: now_ms(),
-                    location: None,
-                },
-            )
-            .unwrap();
+        let v = start_now(&mut s, h);
         let away = |reason: &str| VisitFinish {
             outcome: VisitOutcome::NobodyHome,
             outcome_reason: reason.into(),
@@ -2230,15 +2211,7 @@ mod tests {
     fn blank_signatures_minors_and_unwitnessed_marks_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let (mut s, h, head, child) = signing_store(dir.path());
-        let v = s
-            .start_visit(
-                h,
-                VisitStart {
-                    started_at_ms: now_ms(),
-                    location: None,
-                },
-            )
-            .unwrap();
+        let v = start_now(&mut s, h);
         let blobs_before = s.pending_blobs().unwrap().len();
         let blank = SignatureStrokes {
             surface_width: 400.0,
@@ -2350,15 +2323,7 @@ mod tests {
     fn a_damaged_blob_or_a_renewed_key_shows_in_the_phones_own_check() {
         let dir = tempfile::tempdir().unwrap();
         let (mut s, h, head, _) = signing_store(dir.path());
-        let v = s
-            .start_visit(
-                h,
-                VisitStart {
-                    started_at_ms: now_ms(),
-                    location: None,
-                },
-            )
-            .unwrap();
+        let v = start_now(&mut s, h);
         sign(&mut s, h, v, EvidenceKind::Notice, head).unwrap();
         let old_key = s.device_public_key();
         assert_ne!(s.renew_device_key().unwrap(), old_key);

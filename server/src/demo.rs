@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use doorstep_core::media::signature::{InkRule, SignatureStrokes, Stroke, StrokePoint};
 use doorstep_core::model::{
-    EvidenceKind, GeoPoint, Household, HouseholdId, ProfileField, Resident, ResidentId, VisitId,
-    VisitOutcome,
+    EvidenceId, EvidenceKind, GeoPoint, Household, HouseholdId, ProfileField, Resident, ResidentId,
+    VisitId, VisitOutcome,
 };
 use doorstep_core::store::{
     HouseholdQuery, NewVisit, SignRequest, Store, VisitFinish, VisitStart, now_ms,
@@ -197,36 +197,16 @@ pub fn complete_visit(
         },
     )?;
     store.attach_photo(household, visit, &demo_photo(seed))?;
-    let h = store.household(household)?;
-    let signer = h
-        .residents
-        .iter()
-        .find(|(_, r)| r.relation == "户主")
-        .or_else(|| h.residents.iter().next())
-        .and_then(|(id, _)| ResidentId::parse(id))
-        .ok_or(doorstep_core::error::Error::Invalid {
-            field: "signer",
-            reason: "the household has no residents".into(),
-        })?;
     for (i, kind) in [EvidenceKind::Notice, EvidenceKind::Pledge]
         .into_iter()
         .enumerate()
     {
-        let captured = store.capture_signature(
-            &demo_signature(seed.wrapping_mul(2) + i as u32),
-            InkRule::Signature,
-        )?;
-        store.sign_evidence(
+        sign_paper(
+            store,
             household,
             visit,
-            SignRequest {
-                kind,
-                template_id: None,
-                signer,
-                signature_png_sha256: captured.png_sha256,
-                witness: None,
-                location: None,
-            },
+            kind,
+            seed.wrapping_mul(2) + i as u32,
         )?;
     }
     store.finish_visit(
@@ -241,6 +221,53 @@ pub fn complete_visit(
         },
     )?;
     Ok(visit)
+}
+
+/// The resident who signs for a household: the head (户主), else the first resident.
+///
+/// Errors: [`doorstep_core::error::Error::Invalid`] for a household without residents;
+/// what the store refuses.
+pub fn signer_of(
+    store: &Store,
+    household: HouseholdId,
+) -> doorstep_core::error::Result<ResidentId> {
+    let h = store.household(household)?;
+    h.residents
+        .iter()
+        .find(|(_, r)| r.relation == "户主")
+        .or_else(|| h.residents.iter().next())
+        .and_then(|(id, _)| ResidentId::parse(id))
+        .ok_or(doorstep_core::error::Error::Invalid {
+            field: "signer",
+            reason: "the household has no residents".into(),
+        })
+}
+
+/// The household's signer signs `kind` (the template in force) during an open visit,
+/// with a generated signature shaped by `seed`, as at the door.
+///
+/// Errors: whatever the core refuses.
+pub fn sign_paper(
+    store: &mut Store,
+    household: HouseholdId,
+    visit: VisitId,
+    kind: EvidenceKind,
+    seed: u32,
+) -> doorstep_core::error::Result<EvidenceId> {
+    let signer = signer_of(store, household)?;
+    let captured = store.capture_signature(&demo_signature(seed), InkRule::Signature)?;
+    store.sign_evidence(
+        household,
+        visit,
+        SignRequest {
+            kind,
+            template_id: None,
+            signer,
+            signature_png_sha256: captured.png_sha256,
+            witness: None,
+            location: None,
+        },
+    )
 }
 
 fn phone_visit(store: &mut Store, household: HouseholdId, seed: u32) -> Result<()> {

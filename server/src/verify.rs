@@ -571,18 +571,10 @@ impl Verifier {
                     "{at}: the receipt in the document differs from log entry {seq}"
                 ));
             }
-            let Some(evidence_id) = EvidenceId::parse(key) else {
-                return broken(format!("{at}: the key is not a UUID"));
+            let entry_hash = match evidence::receipt_log_entry(key, entry, receipt) {
+                Ok(log) => log.hash(),
+                Err(e) => return broken(format!("{at}: {e}")),
             };
-            let entry_hash = LogEntry {
-                seq: receipt.seq,
-                prev: prev.as_slice().try_into().unwrap_or([0; 32]),
-                evidence: evidence_id,
-                record_sha256: evidence::sha256(&entry.record.0),
-                device_signature: entry.signature.0.clone(),
-                received_at_ms: receipt.received_at_ms,
-            }
-            .hash();
             if entry_hash[..] != hash[..] {
                 return broken(format!("{at}: the receipt does not describe this record"));
             }

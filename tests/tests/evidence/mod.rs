@@ -19,10 +19,10 @@ use doorstep_core::model::{
     VisitOutcome,
 };
 use doorstep_core::store::{
-    HouseholdQuery, NewVisit, ReceiptState, SignRequest, Store, VisitFinish, VisitStart, now_ms,
+    HouseholdQuery, NewVisit, ReceiptState, Store, VisitFinish, VisitStart, now_ms,
 };
 use doorstep_core::sync::{Client, sync_now};
-use doorstep_server::demo::demo_signature;
+use doorstep_server::demo::{sign_paper, signer_of};
 use doorstep_server::verify::verify;
 use doorstep_tests::{fixtures, server_binary};
 use rusqlite::{Connection, params};
@@ -31,14 +31,7 @@ use super::{Field, PASSWORD, field, phone, phone_as};
 
 /// The head of household (or the first resident) of `h`, who signs.
 fn head_of(store: &Store, h: HouseholdId) -> ResidentId {
-    let household = store.household(h).unwrap();
-    household
-        .residents
-        .iter()
-        .find(|(_, r)| r.relation == "户主")
-        .or_else(|| household.residents.iter().next())
-        .and_then(|(id, _)| ResidentId::parse(id))
-        .expect("the household has residents")
+    signer_of(store, h).expect("the household has residents")
 }
 
 fn real_photos() -> Vec<PathBuf> {
@@ -57,24 +50,7 @@ fn sign(
     kind: EvidenceKind,
     seed: u32,
 ) -> EvidenceId {
-    let signer = head_of(store, h);
-    let captured = store
-        .capture_signature(&demo_signature(seed), InkRule::Signature)
-        .unwrap();
-    store
-        .sign_evidence(
-            h,
-            v,
-            SignRequest {
-                kind,
-                template_id: None,
-                signer,
-                signature_png_sha256: captured.png_sha256,
-                witness: None,
-                location: None,
-            },
-        )
-        .unwrap()
+    sign_paper(store, h, v, kind, seed).unwrap()
 }
 
 fn start(store: &mut Store, h: HouseholdId) -> VisitId {
@@ -663,6 +639,25 @@ fn tamper_phone(path: &Path, device: DeviceId, h: HouseholdId, edit: impl FnOnce
     .unwrap();
 }
 
+/// Signs `record` with `key` and writes it into household `h` of a phone's file, as a
+/// tampered app would, queued for the next sync.
+fn inject_record(
+    path: &Path,
+    device: DeviceId,
+    h: HouseholdId,
+    key: &DeviceKey,
+    record: &EvidenceRecord,
+) {
+    let signed = evidence::sign_record(key, record).unwrap();
+    tamper_phone(path, device, h, |doc| {
+        let entry = EvidenceEntry {
+            record: model::Bytes(signed.record),
+            signature: model::Bytes(signed.signature),
+        };
+        model::add_evidence(doc, record.id, &entry, now_ms()).unwrap();
+    });
+}
+
 fn evidence_entry(doc: &Automerge, id: EvidenceId) -> automerge::ObjId {
     let ev = match doc.get(ROOT, "evidence").unwrap().unwrap() {
         (automerge::Value::Object(ObjType::Map), id) => id,
@@ -743,19 +738,7 @@ fn edits_replays_and_foreign_keys_are_refused_and_the_rest_of_the_push_is_kept()
         counter: first.counter,
         ..first.clone()
     };
-    let signed_replay = evidence::sign_record(&key, &replay).unwrap();
-    tamper_phone(&path, device, hc, |doc| {
-        model::add_evidence(
-            doc,
-            replay.id,
-            &EvidenceEntry {
-                record: model::Bytes(signed_replay.record.clone()),
-                signature: model::Bytes(signed_replay.signature.clone()),
-            },
-            now_ms(),
-        )
-        .unwrap();
-    });
+    inject_record(&path, device, hc, &key, &replay);
     // 4. A record signed with a key the server never registered.
     let stranger = DeviceKey::generate().unwrap();
     let foreign = EvidenceRecord {
@@ -766,19 +749,7 @@ fn edits_replays_and_foreign_keys_are_refused_and_the_rest_of_the_push_is_kept()
         key: stranger.public(),
         ..first.clone()
     };
-    let signed_foreign = evidence::sign_record(&stranger, &foreign).unwrap();
-    tamper_phone(&path, device, hd, |doc| {
-        model::add_evidence(
-            doc,
-            foreign.id,
-            &EvidenceEntry {
-                record: model::Bytes(signed_foreign.record.clone()),
-                signature: model::Bytes(signed_foreign.signature.clone()),
-            },
-            now_ms(),
-        )
-        .unwrap();
-    });
+    inject_record(&path, device, hd, &stranger, &foreign);
 
     // 5. A record reusing an accepted record's ID, in another household.
     let signer_f = head_of(&a, hf);
@@ -792,19 +763,7 @@ fn edits_replays_and_foreign_keys_are_refused_and_the_rest_of_the_push_is_kept()
         counter: 2_000,
         ..first.clone()
     };
-    let signed_copy = evidence::sign_record(&key, &copied_id).unwrap();
-    tamper_phone(&path, device, hf, |doc| {
-        model::add_evidence(
-            doc,
-            copied_id.id,
-            &EvidenceEntry {
-                record: model::Bytes(signed_copy.record.clone()),
-                signature: model::Bytes(signed_copy.signature.clone()),
-            },
-            now_ms(),
-        )
-        .unwrap();
-    });
+    inject_record(&path, device, hf, &key, &copied_id);
     // 6. A household passing itself off as the organisation document (with a forged
     // notice), which would fool other phones into showing its text.
     tamper_phone(&path, device, hg, |doc| {
