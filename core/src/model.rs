@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// Version of the household document layout written by this build.
-pub const HOUSEHOLD_SCHEMA: u64 = 2;
+pub const HOUSEHOLD_SCHEMA: u64 = 3;
 
 /// Version of the organisation document layout written by this build.
 pub const ORGANISATION_SCHEMA: u64 = 1;
@@ -374,6 +374,78 @@ pub struct Household {
     /// The server's receipts of evidence, keyed by [`EvidenceId`]; absent in schema 1.
     #[autosurgeon(missing = "BTreeMap::new")]
     pub receipts: BTreeMap<String, Receipt>,
+    /// The office's review of each visit, keyed by [`VisitId`]; written by office staff
+    /// only (the server's permission table). Absent before schema 3.
+    #[serde(default)]
+    #[autosurgeon(missing = "BTreeMap::new")]
+    pub reviews: BTreeMap<String, Review>,
+    /// Follow-up calls (电话回访), keyed by call ID (a UUID); written by supervisors only.
+    /// Absent before schema 3.
+    #[serde(default)]
+    #[autosurgeon(missing = "BTreeMap::new")]
+    pub follow_up_calls: BTreeMap<String, FollowUpCall>,
+}
+
+/// Where the office's review of a visit stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewState {
+    /// Arrived and seen.
+    Received,
+    /// Checked and accepted.
+    Approved,
+    /// Something is missing or wrong; the reason says what (a rectification follows).
+    HasIssues,
+}
+
+impl ReviewState {
+    /// `received`, `approved` or `has_issues`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Received => "received",
+            Self::Approved => "approved",
+            Self::HasIssues => "has_issues",
+        }
+    }
+
+    /// Parses [`ReviewState::as_str`]'s names.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Received, Self::Approved, Self::HasIssues]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
+/// The office's review of one visit (the latest word; the audit log keeps the history).
+#[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile, Serialize, Deserialize)]
+pub struct Review {
+    /// [`ReviewState::as_str`].
+    pub state: String,
+    /// Why, for `has_issues`; may be empty otherwise.
+    pub reason: String,
+    /// The office account that reviewed.
+    pub by: String,
+    /// Server clock, milliseconds since the Unix epoch (UTC).
+    pub at_ms: i64,
+}
+
+/// A supervisor's follow-up call (电话回访) about a visit.
+#[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile, Serialize, Deserialize)]
+pub struct FollowUpCall {
+    /// The visit checked ([`VisitId`]).
+    pub visit_id: String,
+    /// The supervisor's account.
+    pub by: String,
+    /// When the call was made, device clock, milliseconds since the Unix epoch (UTC).
+    pub called_at_ms: i64,
+    /// Whether anyone answered.
+    pub reached: bool,
+    /// Whether the household confirms the visit took place; `None` when not reached.
+    pub confirmed: Option<bool>,
+    /// Whether the household understood what it was told; `None` when not reached.
+    pub understood: Option<bool>,
+    /// Remarks, at most 500 characters.
+    pub remarks: String,
 }
 
 impl Household {
@@ -393,6 +465,8 @@ impl Household {
             visits: BTreeMap::new(),
             evidence: BTreeMap::new(),
             receipts: BTreeMap::new(),
+            reviews: BTreeMap::new(),
+            follow_up_calls: BTreeMap::new(),
         }
     }
 
@@ -746,7 +820,7 @@ pub fn add_receipt(
 pub fn upgrade_household(doc: &mut Automerge, now_ms: i64) -> Result<bool, ModelError> {
     let mut tx = doc.transaction();
     let mut changed = false;
-    for key in ["evidence", "receipts"] {
+    for key in ["evidence", "receipts", "reviews", "follow_up_calls"] {
         if tx.get(ROOT, key)?.is_none() {
             tx.put_object(ROOT, key, ObjType::Map)?;
             changed = true;
@@ -757,7 +831,7 @@ pub fn upgrade_household(doc: &mut Automerge, now_ms: i64) -> Result<bool, Model
         return Ok(false);
     }
     tx.put(ROOT, "schema", HOUSEHOLD_SCHEMA)?;
-    tx.commit_with(commit_at(now_ms, "upgrade household to schema 2"));
+    tx.commit_with(commit_at(now_ms, "upgrade household to schema 3"));
     Ok(true)
 }
 

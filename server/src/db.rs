@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
 use doorstep_core::evidence::DeviceKey;
@@ -27,13 +27,17 @@ use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::access::{self, Principal};
+use crate::auth::LookupKey;
 use crate::error::{Error, Result};
 
+pub mod accounts;
 pub mod evidence;
 
 const MIGRATIONS: &[&str] = &[
     include_str!("db/0001_init.sql"),
     include_str!("db/0002_evidence.sql"),
+    include_str!("db/0003_access.sql"),
 ];
 
 /// `PRAGMA application_id` of a server database ("DSSV"), set by the first migration.
@@ -48,80 +52,33 @@ pub const PAGE_BYTES: usize = 2 << 20;
 /// Bound on change-log rows read for one pull page.
 const PAGE_ROWS: i64 = 20_000;
 
-/// A grid, named within its village: grid names repeat across villages (第1网格).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct GridRef {
-    /// Village (村) name.
-    pub village: String,
-    /// Grid (网格) name within the village.
-    pub grid: String,
-}
-
-impl GridRef {
-    /// The grid `grid` of the village `village`.
-    pub fn new(village: &str, grid: &str) -> Self {
-        Self {
-            village: village.into(),
-            grid: grid.into(),
-        }
-    }
-}
-
-/// What an account may see and write (issue 2: grids, villages or the whole town).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
-    /// These grids.
-    Grids(Vec<GridRef>),
-    /// These villages.
-    Villages(Vec<String>),
-    /// Every household of the town.
-    Town,
-}
-
-impl Scope {
-    fn kind(&self) -> &'static str {
-        match self {
-            Self::Grids(_) => "grids",
-            Self::Villages(_) => "village",
-            Self::Town => "town",
-        }
-    }
-
-    fn names_json(&self) -> String {
-        match self {
-            Self::Grids(g) => serde_json::to_string(g).unwrap_or_default(),
-            Self::Villages(v) => serde_json::to_string(v).unwrap_or_default(),
-            Self::Town => "[]".into(),
-        }
-    }
-
-    fn from_row(kind: &str, names: &str) -> Self {
-        match kind {
-            "grids" => Self::Grids(serde_json::from_str(names).unwrap_or_default()),
-            "village" => Self::Villages(serde_json::from_str(names).unwrap_or_default()),
-            _ => Self::Town,
-        }
-    }
-
-    /// True when a household in `village` and `grid` is in this scope.
-    pub fn covers(&self, village: &str, grid: &str) -> bool {
-        match self {
-            Self::Grids(g) => g.iter().any(|x| x.village == village && x.grid == grid),
-            Self::Villages(v) => v.iter().any(|x| x == village),
-            Self::Town => true,
-        }
-    }
-}
+pub use crate::access::{GridRef, Role, Scope};
 
 /// An authenticated phone.
 #[derive(Debug, Clone)]
 pub struct Device {
     /// The device (and its Automerge actor).
     pub device_id: DeviceId,
+    /// Its account's row ID.
+    pub user_id: i64,
     /// Its account.
     pub username: String,
+    /// The account's role.
+    pub role: Role,
     /// What the account may see and write.
     pub scope: Scope,
+}
+
+impl Device {
+    /// The account behind the device, for permission checks.
+    pub fn principal(&self) -> Principal {
+        Principal {
+            user_id: self.user_id,
+            username: self.username.clone(),
+            role: self.role,
+            scope: self.scope.clone(),
+        }
+    }
 }
 
 /// What the server holds, for the demo's summary and for tests.
@@ -165,6 +122,7 @@ pub struct ServerDb {
     blob_dir: PathBuf,
     actor: ActorId,
     server_key: DeviceKey,
+    lookup: LookupKey,
     organisation: Uuid,
 }
 
@@ -244,14 +202,16 @@ impl ServerDb {
                 "the evidence key file was missing, so a new key was made and listed beside the old one; receipts from now on are countersigned with it (restore the old file if it was lost by mistake)"
             );
         }
+        let lookup = LookupKey::load_or_create(dir)?;
         let organisation = ensure_organisation(&mut conn, &actor, &server_key)?;
-        upgrade_households(&mut conn, &actor)?;
+        upgrade_households(&mut conn, &actor, &lookup)?;
         Ok(Self {
             conn: Mutex::new(conn),
             page_bytes: PAGE_BYTES,
             blob_dir: dir.join("blobs"),
             actor,
             server_key,
+            lookup,
             organisation,
         })
     }
@@ -310,7 +270,7 @@ impl ServerDb {
         self.page_bytes = bytes;
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (transactions roll
         // back), so a poisoned lock is safe to take over.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
@@ -338,7 +298,8 @@ impl ServerDb {
                 .unwrap_or(false);
             if exists {
                 outcome.existing += 1;
-                outcome.residents_added += add_missing_residents(&tx, id, h, &self.actor, now)?;
+                outcome.residents_added +=
+                    add_missing_residents(&tx, id, h, &self.actor, &self.lookup, now)?;
                 continue;
             }
             let mut doc = model::new_household_doc(h, self.actor.clone(), now)
@@ -351,168 +312,36 @@ impl ServerDb {
                  VALUES (?1, 'household', ?2, ?3, ?4, ?5, ?5, ?6)",
                 params![&id.as_bytes()[..], h.village, h.grid, doc.save(), seq, now],
             )?;
-            project_household(&tx, id, &mut doc, now)?;
+            project_household(&tx, &self.lookup, id, &mut doc, now)?;
             outcome.created += 1;
         }
         tx.commit()?;
         Ok(outcome)
     }
 
-    /// Adds an account with an argon2id password hash (OWASP parameters: 19 MiB, 2
-    /// passes, 1 lane, the `argon2` crate's defaults).
-    ///
-    /// Errors: [`Error::Conflict`] when the name is taken; [`Error::BadRequest`] for an
-    /// empty name or a password shorter than 8 characters.
-    pub fn add_user(&self, username: &str, password: &str, scope: &Scope) -> Result<()> {
-        if username.trim().is_empty() {
-            return Err(Error::BadRequest("the user name is empty".into()));
-        }
-        if username.trim() != username || username.chars().any(char::is_control) {
-            return Err(Error::BadRequest(
-                "the user name starts or ends with a space, or holds a control character".into(),
-            ));
-        }
-        if password.trim().is_empty() {
-            return Err(Error::BadRequest("the password is blank".into()));
-        }
-        if password.chars().count() < 8 {
-            return Err(Error::BadRequest(
-                "the password must have at least 8 characters".into(),
-            ));
-        }
-        let hash = crate::auth::hash_password(password)?;
-        let conn = self.conn();
-        let taken: bool = conn
-            .query_row(
-                "SELECT 1 FROM users WHERE username = ?1",
-                [username],
-                |_| Ok(true),
-            )
-            .optional()?
-            .unwrap_or(false);
-        if taken {
-            return Err(Error::Conflict(format!("user {username} already exists")));
-        }
-        conn.execute(
-            "INSERT INTO users (username, password_hash, scope_kind, scope, created_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![username, hash, scope.kind(), scope.names_json(), now_ms()],
-        )?;
-        Ok(())
-    }
-
     /// The grids and villages of `scope` that hold no household yet, as `village` or
-    /// `village/grid`, so that a misspelt scope can be pointed out.
+    /// `village/grid`, so that a misspelt scope can be pointed out. Units hold no
+    /// households and are not listed.
     pub fn empty_scope_parts(&self, scope: &Scope) -> Result<Vec<String>> {
         let conn = self.conn();
         let mut out = Vec::new();
-        match scope {
-            Scope::Town => {}
-            Scope::Villages(v) => {
-                let mut stmt = conn.prepare_cached("SELECT 1 FROM documents WHERE village = ?1")?;
-                for village in v {
-                    if !stmt.exists([village])? {
-                        out.push(village.clone());
-                    }
-                }
+        if scope.town {
+            return Ok(out);
+        }
+        let mut stmt = conn.prepare_cached("SELECT 1 FROM documents WHERE village = ?1")?;
+        for village in &scope.villages {
+            if !stmt.exists([village])? {
+                out.push(village.clone());
             }
-            Scope::Grids(g) => {
-                let mut stmt = conn
-                    .prepare_cached("SELECT 1 FROM documents WHERE village = ?1 AND grid = ?2")?;
-                for r in g {
-                    if !stmt.exists([&r.village, &r.grid])? {
-                        out.push(format!("{}/{}", r.village, r.grid));
-                    }
-                }
+        }
+        let mut stmt =
+            conn.prepare_cached("SELECT 1 FROM documents WHERE village = ?1 AND grid = ?2")?;
+        for r in &scope.grids {
+            if !stmt.exists([&r.village, &r.grid])? {
+                out.push(format!("{}/{}", r.village, r.grid));
             }
         }
         Ok(out)
-    }
-
-    /// Checks a password and issues a new device token for `device_id` (replacing the
-    /// device's earlier token). Returns the token; only its SHA-256 is stored.
-    ///
-    /// Registers `device_key`, the phone's evidence key, when given (see
-    /// [`evidence::register_key`]).
-    ///
-    /// Errors: [`Error::Unauthorized`] for an unknown account, a wrong password or a
-    /// disabled account (one message for all, so names cannot be probed);
-    /// [`Error::Conflict`] when the device is enrolled to another account or the key
-    /// belongs to another device.
-    pub fn sign_in(
-        &self,
-        username: &str,
-        password: &str,
-        device_id: DeviceId,
-        device_key: Option<[u8; 32]>,
-    ) -> Result<String> {
-        const REFUSED: &str = "wrong user name or password";
-        let row: Option<(i64, String, bool)> = self
-            .conn()
-            .query_row(
-                "SELECT id, password_hash, disabled FROM users WHERE username = ?1",
-                [username],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        let Some((user_id, hash, disabled)) = row else {
-            // Spend the same time as a real check, so timing does not tell names apart.
-            let _ = crate::auth::verify_password(password, crate::auth::DUMMY_HASH);
-            return Err(Error::Unauthorized(REFUSED));
-        };
-        if !crate::auth::verify_password(password, &hash)? || disabled {
-            return Err(Error::Unauthorized(REFUSED));
-        }
-        let token = crate::auth::new_token();
-        let mut conn = self.conn();
-        let conn = conn.transaction()?;
-        let owner: Option<i64> = conn
-            .query_row(
-                "SELECT user_id FROM devices WHERE device_id = ?1",
-                [device_id.to_string()],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if owner.is_some_and(|o| o != user_id) {
-            return Err(Error::Conflict(
-                "this device is enrolled to another account".into(),
-            ));
-        }
-        conn.execute(
-            "INSERT INTO devices (device_id, user_id, token_hash, created_at_ms) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (device_id) DO UPDATE SET token_hash = excluded.token_hash, revoked_at_ms = NULL",
-            params![device_id.to_string(), user_id, crate::auth::token_hash(&token), now_ms()],
-        )?;
-        if let Some(key) = device_key {
-            evidence::register_key(&conn, &device_id, &key, now_ms())?;
-        }
-        conn.commit()?;
-        Ok(token)
-    }
-
-    /// The device a bearer token belongs to.
-    ///
-    /// Errors: [`Error::Unauthorized`] for an unknown or revoked token or a disabled
-    /// account.
-    pub fn authenticate(&self, token: &str) -> Result<Device> {
-        let row: Option<(String, String, String, String)> = self
-            .conn()
-            .query_row(
-                "SELECT d.device_id, u.username, u.scope_kind, u.scope
-                   FROM devices d JOIN users u ON u.id = d.user_id
-                  WHERE d.token_hash = ?1 AND d.revoked_at_ms IS NULL AND u.disabled = 0",
-                [crate::auth::token_hash(token)],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()?;
-        let (device, username, kind, names) =
-            row.ok_or(Error::Unauthorized("unknown or revoked device token"))?;
-        Ok(Device {
-            device_id: DeviceId::parse(&device)
-                .ok_or_else(|| Error::Internal("stored device ID is not a UUID".into()))?,
-            username,
-            scope: Scope::from_row(&kind, &names),
-        })
     }
 
     /// One sync exchange (DESIGN.md section 4): stores the accepted pushed changes,
@@ -697,6 +526,7 @@ fn add_missing_residents(
     id: Uuid,
     h: &Household,
     actor: &ActorId,
+    lookup: &LookupKey,
     now: i64,
 ) -> Result<usize> {
     let bytes: Vec<u8> = tx.query_row(
@@ -712,7 +542,7 @@ fn add_missing_residents(
         .map_err(|e| Error::Internal(e.to_string()))?;
     if added > 0 {
         store_server_changes(tx, id, &doc, &heads, now)?;
-        project_household(tx, id, &mut doc, now)?;
+        project_household(tx, lookup, id, &mut doc, now)?;
     }
     Ok(added)
 }
@@ -822,6 +652,7 @@ impl Push<'_> {
         if !self.device.scope.covers(&village, &grid) {
             return refuse_all(self, resp, "the household is outside this account's scope");
         }
+        let principal = self.device.principal();
         let mut doc = Automerge::load(&bytes).map_err(|e| Error::Internal(e.to_string()))?;
         let actor = self.device.device_id.actor();
         let mut protected = evidence::Protected::of(&doc);
@@ -930,6 +761,14 @@ impl Push<'_> {
                 refused_here.insert(change.hash());
                 continue;
             };
+            // The role's write rules, by changed path (DESIGN.md section 6): every
+            // path the change touches must be one the permission table lets this
+            // account write in this household.
+            if let Err(reason) = paths_allowed(&doc, &trial, &principal, &village, &grid) {
+                self.refuse(resp, doc_id, hash, raw_bytes, &reason)?;
+                refused_here.insert(change.hash());
+                continue;
+            }
             let mut new_record = None;
             if let Some(key) = &created {
                 if self.organisation.is_none() {
@@ -1027,7 +866,7 @@ impl Push<'_> {
                WHERE doc_id = ?1",
             params![&doc_id.as_bytes()[..], doc.save(), self.now],
         )?;
-        project_household(tx, doc_id, &mut doc, self.now)
+        project_household(tx, &self.server.lookup, doc_id, &mut doc, self.now)
     }
 
     fn refuse(
@@ -1065,6 +904,58 @@ impl Push<'_> {
         }
         Ok(false)
     }
+}
+
+/// The root keys of a household document under which `after` differs from `before`
+/// (Automerge's diff between the two sets of heads).
+fn changed_root_keys(before: &Automerge, after: &Automerge) -> BTreeSet<String> {
+    use automerge::{PatchAction, Prop};
+    let mut keys = BTreeSet::new();
+    for patch in after.diff(&before.get_heads(), &after.get_heads()) {
+        let key = match patch.path.first() {
+            Some((_, Prop::Map(k))) => k.clone(),
+            Some((_, Prop::Seq(_))) => "(a list)".into(),
+            None => match &patch.action {
+                PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => key.clone(),
+                PatchAction::Increment { prop, .. } | PatchAction::Conflict { prop } => {
+                    prop.to_string()
+                }
+                _ => "(the root)".into(),
+            },
+        };
+        keys.insert(key);
+    }
+    keys
+}
+
+/// Checks that `principal` may write every path on which `after` differs from
+/// `before`, in a household of `village` and `grid`, by [`access::permission_for_path`]
+/// and the permission table. Returns the refusal's reason, naming the path and the
+/// role.
+fn paths_allowed(
+    before: &Automerge,
+    after: &Automerge,
+    principal: &Principal,
+    village: &str,
+    grid: &str,
+) -> std::result::Result<(), String> {
+    for key in changed_root_keys(before, after) {
+        match access::permission_for_path(&key) {
+            Some(p) if principal.may(p, village, grid) => {}
+            Some(p) => {
+                return Err(format!(
+                    "a {} may not write `{key}` ({p:?}) in this household",
+                    principal.role.as_str()
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "`{key}` of a household is written by the server only"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether every visit completed now, and not before (`completed_before`), has at least
@@ -1182,15 +1073,22 @@ fn ensure_organisation(conn: &mut Connection, actor: &ActorId, key: &DeviceKey) 
 
 /// Adds the `evidence` and `receipts` maps to household documents of schema 1, once,
 /// after the migration to server schema 2 asks for it.
-fn upgrade_households(conn: &mut Connection, actor: &ActorId) -> Result<()> {
-    let flagged: Option<String> = conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'upgrade_households'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if flagged.as_deref() != Some("1") {
+/// Upgrades household documents of older schemas (their evidence, receipts, reviews
+/// and follow-up maps, written by the server's actor) and rebuilds their projections,
+/// once, when a migration asked for it.
+fn upgrade_households(conn: &mut Connection, actor: &ActorId, lookup: &LookupKey) -> Result<()> {
+    let flag = |conn: &Connection, key: &str| -> Result<bool> {
+        Ok(conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?
+            .as_deref()
+            == Some("1"))
+    };
+    let upgrade = flag(conn, "upgrade_households")?;
+    let reproject = flag(conn, "reproject_households")?;
+    if !upgrade && !reproject {
         return Ok(());
     }
     let tx = conn.transaction()?;
@@ -1204,12 +1102,18 @@ fn upgrade_households(conn: &mut Connection, actor: &ActorId) -> Result<()> {
         let id = Uuid::from_slice(&raw).unwrap_or(Uuid::nil());
         let mut doc = load_doc(&tx, id)?.with_actor(actor.clone());
         let before = doc.get_heads();
-        if model::upgrade_household(&mut doc, now).map_err(|e| Error::Internal(e.to_string()))? {
+        if upgrade
+            && model::upgrade_household(&mut doc, now)
+                .map_err(|e| Error::Internal(e.to_string()))?
+        {
             store_server_changes(&tx, id, &doc, &before, now)?;
+        }
+        if reproject {
+            project_household(&tx, lookup, id, &mut doc, now)?;
         }
     }
     tx.execute(
-        "UPDATE meta SET value = '0' WHERE key = 'upgrade_households'",
+        "UPDATE meta SET value = '0' WHERE key IN ('upgrade_households', 'reproject_households')",
         [],
     )?;
     tx.commit()?;
@@ -1232,21 +1136,28 @@ fn pull_page(
         Some(p) if p.since <= cursor => (p.since as i64, p.head as i64),
         _ => (cursor as i64, -1),
     };
-    let (kind, names) = (device.scope.kind(), device.scope.names_json());
+    // Households only to roles that take them to the field (the permission table's
+    // SyncHouseholds), within the account's scope; the organisation document to all.
+    let households = device
+        .principal()
+        .may_at_all(crate::access::Permission::SyncHouseholds);
+    let scope = device.scope.to_json();
     let mut stmt = tx.prepare_cached(
         "SELECT c.seq, c.doc_id, c.actor, c.bytes, d.first_seq, d.bytes
            FROM change_log c JOIN documents d ON d.doc_id = c.doc_id
           WHERE c.seq > ?1
-            AND (?2 = 'town' OR d.kind = 'organisation'
-                 OR (?2 = 'village' AND d.village IN (SELECT value FROM json_each(?3)))
-                 OR (?2 = 'grids' AND (d.village, d.grid) IN
-                     (SELECT json_extract(value, '$.village'), json_extract(value, '$.grid')
-                        FROM json_each(?3))))
+            AND (d.kind = 'organisation'
+                 OR (?2 AND d.kind = 'household'
+                     AND (json_extract(?3, '$.town')
+                          OR d.village IN (SELECT value FROM json_each(?3, '$.villages'))
+                          OR (d.village, d.grid) IN
+                             (SELECT json_extract(value, '$.village'), json_extract(value, '$.grid')
+                                FROM json_each(?3, '$.grids')))))
           ORDER BY c.seq
           LIMIT ?4",
     )?;
     let own = device.device_id.actor().to_bytes().to_vec();
-    let mut rows = stmt.query(params![cursor as i64, kind, names, PAGE_ROWS])?;
+    let mut rows = stmt.query(params![cursor as i64, households, scope, PAGE_ROWS])?;
     let mut index: HashMap<Uuid, usize> = HashMap::new();
     let mut used = 0usize;
     let mut last = cursor as i64;
@@ -1311,7 +1222,16 @@ fn pull_page(
     Ok(())
 }
 
-fn project_household(tx: &Transaction<'_>, id: Uuid, doc: &mut Automerge, now: i64) -> Result<()> {
+/// Rebuilds the household's rows in the projection tables from its document. ID
+/// numbers are kept only as their keyed hash (`residents.id_hmac`); reveals read the
+/// document.
+fn project_household(
+    tx: &Transaction<'_>,
+    lookup: &LookupKey,
+    id: Uuid,
+    doc: &mut Automerge,
+    now: i64,
+) -> Result<()> {
     let Ok(h) = model::read_household(doc) else {
         tracing::warn!(doc = %id, "a document that is not a readable household was not projected");
         return Ok(());
@@ -1340,11 +1260,11 @@ fn project_household(tx: &Transaction<'_>, id: Uuid, doc: &mut Automerge, now: i
             // A resident ID another household already uses is not moved here: IDs are
             // per household, and a crafted one must not take over another's row.
             "INSERT INTO residents
-               (resident_id, doc_id, name, relation, sex, birth_date, id_number, phone, target_groups)
+               (resident_id, doc_id, name, relation, sex, birth_date, id_hmac, phone, target_groups)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (resident_id) DO UPDATE SET name = excluded.name,
                  relation = excluded.relation, sex = excluded.sex,
-                 birth_date = excluded.birth_date, id_number = excluded.id_number,
+                 birth_date = excluded.birth_date, id_hmac = excluded.id_hmac,
                  phone = excluded.phone, target_groups = excluded.target_groups
                WHERE residents.doc_id = excluded.doc_id",
             params![
@@ -1354,7 +1274,10 @@ fn project_household(tx: &Transaction<'_>, id: Uuid, doc: &mut Automerge, now: i
                 r.relation,
                 r.sex,
                 r.birth_date,
-                r.id_number,
+                r.id_number
+                    .as_deref()
+                    .filter(|n| !n.trim().is_empty())
+                    .map(|n| lookup.id_number(n).to_vec()),
                 r.phone,
                 serde_json::to_string(&r.target_groups).unwrap_or_default()
             ],
@@ -1421,7 +1344,9 @@ mod tests {
         db.add_user(
             "w",
             "password-1",
-            &Scope::Grids(vec![GridRef::new("测试村", GRID)]),
+            Role::GridWorker,
+            &Scope::grids(vec![GridRef::new("测试村", GRID)]),
+            "(test)",
         )
         .unwrap();
         let device_id = DeviceId::new();
@@ -1569,7 +1494,14 @@ mod tests {
             db.sign_in("nobody", "password-1", DeviceId::new(), None),
             Err(Error::Unauthorized(_))
         ));
-        db.add_user("v", "password-2", &Scope::Town).unwrap();
+        db.add_user(
+            "v",
+            "password-2",
+            Role::GridWorker,
+            &Scope::town(),
+            "(test)",
+        )
+        .unwrap();
         assert!(matches!(
             db.sign_in("v", "password-2", device.device_id, None),
             Err(Error::Conflict(_))
@@ -1593,7 +1525,9 @@ mod tests {
         db.add_user(
             "w",
             "password-1",
-            &Scope::Grids(vec![GridRef::new("测试村", GRID)]),
+            Role::GridWorker,
+            &Scope::grids(vec![GridRef::new("测试村", GRID)]),
+            "(test)",
         )
         .unwrap();
         let writer = db

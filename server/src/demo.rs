@@ -20,7 +20,7 @@ use doorstep_core::store::{
 use doorstep_core::sync::{Client, sync_now};
 use uuid::Uuid;
 
-use crate::db::{GridRef, Scope, ServerDb};
+use crate::db::{GridRef, Role, Scope, ServerDb};
 use crate::error::{Error, Result};
 
 /// The demo village.
@@ -361,7 +361,9 @@ pub async fn run(dir: PathBuf, listen: SocketAddr) -> Result<()> {
         db.add_user(
             &format!("demo-worker-{n}"),
             DEMO_PASSWORD,
-            &Scope::Grids(vec![GridRef::new(DEMO_VILLAGE, DEMO_GRID)]),
+            Role::GridWorker,
+            &Scope::grids(vec![GridRef::new(DEMO_VILLAGE, DEMO_GRID)]),
+            "(demo)",
         )?;
     }
     let addr = listener.local_addr()?;

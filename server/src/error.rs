@@ -15,6 +15,24 @@ pub enum Error {
     /// No token, an unknown token, a revoked device or a disabled account.
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// The account may not do this (its role, by the permission table).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Nothing by that name, or nothing by that name within the account's scope (the
+    /// same answer, so that scope cannot be probed).
+    #[error("{0}")]
+    NotFound(String),
+    /// Too many attempts; try again after the given number of seconds.
+    #[error("too many attempts; try again in {retry_after_s} s")]
+    Throttled {
+        /// Seconds until the next attempt is allowed.
+        retry_after_s: u64,
+    },
+    /// The phone's access was revoked by the office.
+    #[error(
+        "this phone's access was revoked; its unsynced records stay on the phone, and the office has been told what it holds"
+    )]
+    DeviceRevoked(String),
     /// The request was malformed or not acceptable.
     #[error("{0}")]
     BadRequest(String),
@@ -51,6 +69,10 @@ impl Error {
     fn parts(&self) -> (StatusCode, &'static str) {
         match self {
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::DeviceRevoked(_) => (StatusCode::UNAUTHORIZED, "device_revoked"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::HashMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "hash_mismatch"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
@@ -84,16 +106,23 @@ impl IntoResponse for Error {
             tracing::error!(error = %self, "internal error");
             "internal error; the server log has the detail".to_string()
         } else {
-            tracing::debug!(status = status.as_u16(), error = %self, "request refused");
+            tracing::debug!(status = status.as_u16(), code, "request refused");
             self.to_string()
         };
-        (
+        let mut resp = (
             status,
             axum::Json(ErrorBody {
                 code: code.into(),
                 message,
             }),
         )
-            .into_response()
+            .into_response();
+        if let Self::Throttled { retry_after_s } = self {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(retry_after_s),
+            );
+        }
+        resp
     }
 }

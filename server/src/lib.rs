@@ -2,6 +2,8 @@
 //! surface (`http`), accounts (`auth`), the village roster reader (`roster`), the
 //! evidence check (`verify`) and the demo (`demo`). The `doorstep-server` binary is a thin command line over these.
 
+pub mod access;
+pub mod audit;
 pub mod auth;
 pub mod db;
 pub mod demo;

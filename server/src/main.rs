@@ -1,15 +1,17 @@
 //! `doorstep-server`: the command line over the server library.
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use doorstep_core::model::{EvidenceKind, HouseholdId};
-use doorstep_server::db::{GridRef, Scope, ServerDb};
+use doorstep_server::db::ServerDb;
 use doorstep_server::{demo, http, roster, verify};
+
+mod accounts_cmd;
+use accounts_cmd::DataArg;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -20,13 +22,6 @@ use doorstep_server::{demo, http, roster, verify};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Args, Debug, Clone)]
-struct DataArg {
-    /// The data folder: database and blobs.
-    #[arg(long, default_value = "./doorstep-data")]
-    data: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -49,10 +44,15 @@ enum Command {
         /// The roster file.
         file: PathBuf,
     },
-    /// Manage accounts.
+    /// Manage accounts, phones and enrolment codes.
     User {
         #[command(subcommand)]
-        command: UserCommand,
+        command: accounts_cmd::UserCommand,
+    },
+    /// Export or check the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: accounts_cmd::AuditCommand,
     },
     /// Re-verify every signed notice and pledge: records, device signatures, blob
     /// hashes, the hash-chained evidence log and the household documents. Exits 0 when
@@ -103,33 +103,6 @@ enum TemplateCommand {
         effective_from: String,
         /// The text file.
         file: PathBuf,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum UserCommand {
-    /// Add an account with a password and a scope.
-    Add {
-        #[command(flatten)]
-        data: DataArg,
-        /// Account name.
-        #[arg(long)]
-        username: String,
-        /// Password (at least 8 characters). Prefer --password-stdin: a flag shows in `ps`.
-        #[arg(long, conflicts_with = "password_stdin")]
-        password: Option<String>,
-        /// Read the password from the first line of standard input.
-        #[arg(long)]
-        password_stdin: bool,
-        /// A grid in the scope (repeat for several), within the one --village given.
-        #[arg(long = "grid", requires = "village", conflicts_with = "town")]
-        grids: Vec<String>,
-        /// A village in the scope (repeat for several); with --grid, the grids' village.
-        #[arg(long, conflicts_with = "town")]
-        village: Vec<String>,
-        /// The whole town.
-        #[arg(long)]
-        town: bool,
     },
 }
 
@@ -237,60 +210,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::User {
-            command:
-                UserCommand::Add {
-                    data,
-                    username,
-                    password,
-                    password_stdin,
-                    grids,
-                    village,
-                    town,
-                },
-        } => {
-            let password = match (password, password_stdin) {
-                (Some(p), _) => p,
-                (None, true) => {
-                    let mut s = String::new();
-                    std::io::stdin()
-                        .read_to_string(&mut s)
-                        .map_err(|e| e.to_string())?;
-                    let line = s.lines().next().unwrap_or("").to_string();
-                    if line.is_empty() {
-                        return Err("no password on standard input".into());
-                    }
-                    line
-                }
-                (None, false) => return Err("give --password or --password-stdin".into()),
-            };
-            let scope = if town {
-                Scope::Town
-            } else if !grids.is_empty() {
-                let [village] = village.as_slice() else {
-                    return Err(
-                        "--grid takes exactly one --village: the village the grids are in".into(),
-                    );
-                };
-                Scope::Grids(grids.iter().map(|g| GridRef::new(village, g)).collect())
-            } else if !village.is_empty() {
-                Scope::Villages(village)
-            } else {
-                return Err(
-                    "give a scope: --village NAME [--grid NAME ...] (repeatable), or --town".into(),
-                );
-            };
-            let db = open_existing(&data.data)?;
-            db.add_user(&username, &password, &scope)
-                .map_err(|e| e.to_string())?;
-            println!("user {username} added");
-            for part in db.empty_scope_parts(&scope).map_err(|e| e.to_string())? {
-                eprintln!(
-                    "warning: no household in {part} yet; import its roster, or check the spelling"
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::User { command } => accounts_cmd::user(command),
+        Command::Audit { command } => accounts_cmd::audit(command),
         Command::Verify { data, household } => {
             let household = household
                 .map(|h| {

@@ -54,7 +54,7 @@ use doorstep_core::model::{
 };
 use doorstep_core::protocol::{DocChanges, PROTOCOL_VERSION, PullStart, SyncRequest};
 use doorstep_core::store::now_ms;
-use doorstep_server::db::{Device, Scope, ServerDb};
+use doorstep_server::db::{Device, Role, Scope, ServerDb};
 use doorstep_server::demo::{demo_households, demo_signature};
 use doorstep_server::verify::{VerifyReport, verify};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
@@ -369,7 +369,8 @@ impl Fixture {
         let db = ServerDb::open(dir.path()).expect("open server");
         let households = demo_households(n);
         db.import_households(&households).expect("import");
-        db.add_user(USER, PASSWORD, &Scope::Town).expect("add user");
+        db.add_user(USER, PASSWORD, Role::GridWorker, &Scope::town(), "(test)")
+            .expect("add user");
         let key = DeviceKey::from_seed(&[7u8; 32]);
         let token = db
             .sign_in(USER, PASSWORD, DeviceId::new(), Some(key.public()))

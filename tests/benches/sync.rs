@@ -38,7 +38,7 @@ use doorstep_core::protocol::{
     SyncSession, UpdateKind,
 };
 use doorstep_core::store::{NewVisit, Store};
-use doorstep_server::db::{GridRef, Scope, ServerDb};
+use doorstep_server::db::{GridRef, Role, Scope, ServerDb};
 use doorstep_server::demo::{DEMO_GRID, DEMO_VILLAGE, demo_households};
 use tempfile::TempDir;
 use uuid::Uuid;
@@ -74,7 +74,9 @@ impl Server {
         db.add_user(
             USER,
             PASSWORD,
-            &Scope::Grids(vec![GridRef::new(DEMO_VILLAGE, DEMO_GRID)]),
+            Role::GridWorker,
+            &Scope::grids(vec![GridRef::new(DEMO_VILLAGE, DEMO_GRID)]),
+            "(test)",
         )
         .expect("add user");
         Self { _dir: dir, db, ids }

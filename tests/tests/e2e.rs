@@ -13,7 +13,7 @@ use doorstep_core::media::MediaError;
 use doorstep_core::model::{HouseholdId, ProfileField, VisitId};
 use doorstep_core::store::{HouseholdQuery, Store, VisitStart, now_ms};
 use doorstep_core::sync::{Client, sync_now};
-use doorstep_server::db::{GridRef, Scope, ServerDb};
+use doorstep_server::db::{GridRef, Role, Scope, ServerDb};
 use doorstep_tests::{ServerProcess, fixture, fixtures, jpeg_has_no_metadata, server_binary};
 use sha2::{Digest, Sha256};
 
@@ -96,14 +96,18 @@ fn field() -> Field {
             db.add_user(
                 name,
                 PASSWORD,
-                &Scope::Grids(vec![GridRef::new(&village, &grid)]),
+                Role::GridWorker,
+                &Scope::grids(vec![GridRef::new(&village, &grid)]),
+                "(test)",
             )
             .unwrap();
         }
         db.add_user(
             "other-grid",
             PASSWORD,
-            &Scope::Grids(vec![GridRef::new(&village, "no such grid")]),
+            Role::GridWorker,
+            &Scope::grids(vec![GridRef::new(&village, "no such grid")]),
+            "(test)",
         )
         .unwrap();
     }
@@ -724,7 +728,9 @@ fn a_corrected_roster_adds_its_new_residents_and_grid_names_do_not_leak_across_v
     db.add_user(
         "jia",
         PASSWORD,
-        &Scope::Grids(vec![GridRef::new("甲村", "第1网格")]),
+        Role::GridWorker,
+        &Scope::grids(vec![GridRef::new("甲村", "第1网格")]),
+        "(test)",
     )
     .unwrap();
     drop(db);

@@ -32,22 +32,31 @@ pub const DEFAULT_EFFECTIVE_FROM: &str = "2021-01-01";
 ///
 /// Errors: [`Error::Io`]; [`Error::Internal`] when the file is not 32 bytes.
 pub fn load_or_create_server_key(dir: &Path) -> Result<DeviceKey> {
-    let path = dir.join(SERVER_KEY_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let seed: [u8; 32] = bytes
-                .try_into()
-                .map_err(|_| Error::Internal(format!("{} is not a 32-byte key", path.display())))?;
-            Ok(DeviceKey::from_seed(&seed))
-        }
+    Ok(DeviceKey::from_seed(&load_or_create_secret(
+        &dir.join(SERVER_KEY_FILE),
+    )?))
+}
+
+/// Reads a 32-byte secret from `path`, or makes one from the OS's random source and
+/// writes it there (synced, never over an existing file; the temporary file, and so the
+/// key, is created with mode 0600 on Unix).
+///
+/// Errors: [`Error::Io`]; [`Error::Internal`] when the file is not 32 bytes.
+pub fn load_or_create_secret(path: &Path) -> Result<[u8; 32]> {
+    match std::fs::read(path) {
+        Ok(bytes) => bytes
+            .try_into()
+            .map_err(|_| Error::Internal(format!("{} is not a 32-byte key", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = DeviceKey::generate().map_err(|e| Error::Internal(e.to_string()))?;
+            let mut secret = [0u8; 32];
+            getrandom::fill(&mut secret).map_err(|e| Error::Internal(e.to_string()))?;
+            let dir = path.parent().unwrap_or(Path::new("."));
             let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-            std::io::Write::write_all(&mut tmp, &key.seed())?;
+            std::io::Write::write_all(&mut tmp, &secret)?;
             tmp.as_file().sync_all()?;
-            tmp.persist_noclobber(&path)
+            tmp.persist_noclobber(path)
                 .map_err(|e| Error::Io(e.error))?;
-            Ok(key)
+            Ok(secret)
         }
         Err(e) => Err(e.into()),
     }

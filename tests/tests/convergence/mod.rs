@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use doorstep_core::model::{Household, HouseholdId, ProfileField, VisitOutcome};
 use doorstep_core::protocol::{Effect, Incoming, Outgoing, Step, SyncSession};
 use doorstep_core::store::{NewVisit, Store};
-use doorstep_server::db::{Device, GridRef, Scope, ServerDb};
+use doorstep_server::db::{Device, GridRef, Role, Scope, ServerDb};
 use proptest::prelude::*;
 
 const GRID: &str = "测试村第1网格";
@@ -132,7 +132,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         db.add_user(
             &name,
             "password-123",
-            &Scope::Grids(vec![GridRef::new("测试村", GRID)]),
+            Role::GridWorker,
+            &Scope::grids(vec![GridRef::new("测试村", GRID)]),
+            "(test)",
         )
         .unwrap();
         let store = Store::open(dir.path().join(format!("{name}.db"))).unwrap();
