@@ -631,6 +631,10 @@ pub enum ModelError {
     /// server adds it, so a sync brings it.
     #[error("this household's record is from before signed evidence; sync, then sign again")]
     NoEvidenceMap,
+    /// The household document predates schema 3 (no `reviews` or `follow_up_calls`
+    /// map); the server adds them, so a sync brings them.
+    #[error("this household's record is from an older layout; sync, then try again")]
+    OldSchema,
     /// A template version with this number exists; versions are never overwritten.
     #[error("template {0} already has a version {1}; publish a higher version")]
     TemplateVersionExists(String, u32),
@@ -908,6 +912,48 @@ pub fn add_server_key(doc: &mut Automerge, key_hex: &str, now_ms: i64) -> Result
         },
     )?;
     tx.commit_with(commit_at(now_ms, "add server key"));
+    Ok(())
+}
+
+/// Writes the office's review of visit `visit_id` into the household's `reviews` map
+/// (the latest word replaces the previous one; the server's audit log keeps the
+/// history). Written by the server's actor on behalf of an office account.
+///
+/// Errors: [`ModelError::OldSchema`] when the household predates schema 3 (no
+/// `reviews` map; the server upgrades every household when it opens).
+pub fn set_review(
+    doc: &mut Automerge,
+    visit_id: &str,
+    review: &Review,
+    now_ms: i64,
+) -> Result<(), ModelError> {
+    let mut tx = doc.transaction();
+    let Some((automerge::Value::Object(ObjType::Map), map)) = tx.get(ROOT, "reviews")? else {
+        return Err(ModelError::OldSchema);
+    };
+    autosurgeon::reconcile_prop(&mut tx, &map, visit_id, review)?;
+    tx.commit_with(commit_at(now_ms, "review visit"));
+    Ok(())
+}
+
+/// Adds a follow-up call (电话回访) under `call_id` to the household's
+/// `follow_up_calls` map; written once, by the supervisor's phone or by the server on
+/// a supervisor's behalf.
+///
+/// Errors: [`ModelError::OldSchema`] when the household predates schema 3.
+pub fn add_follow_up_call(
+    doc: &mut Automerge,
+    call_id: &str,
+    call: &FollowUpCall,
+    now_ms: i64,
+) -> Result<(), ModelError> {
+    let mut tx = doc.transaction();
+    let Some((automerge::Value::Object(ObjType::Map), map)) = tx.get(ROOT, "follow_up_calls")?
+    else {
+        return Err(ModelError::OldSchema);
+    };
+    autosurgeon::reconcile_prop(&mut tx, &map, call_id, call)?;
+    tx.commit_with(commit_at(now_ms, "follow-up call"));
     Ok(())
 }
 

@@ -42,6 +42,22 @@ pub struct SyncRequest {
     /// server does not send again what a snapshot earlier in the pull already held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull: Option<PullStart>,
+    /// What the phone holds unsynced as it sends this request (after this push would be
+    /// acknowledged, nothing; before, this push and the rest): the server keeps the last
+    /// report, so that the office sees what a lost or revoked phone still held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<OutboxSummary>,
+}
+
+/// Counts of what a phone has not yet synced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxSummary {
+    /// Changes not yet acknowledged by the server (refused ones excluded).
+    pub changes: u64,
+    /// Households those changes are in.
+    pub households: u64,
+    /// Photos and signature images not yet uploaded.
+    pub blobs: u64,
 }
 
 /// Where a multi-page pull started, echoed by the phone on every page after the first.
@@ -353,11 +369,18 @@ impl SyncSession {
         }
         self.in_flight = end - self.next_push;
         self.awaiting = Some("sync");
+        let unsent = &self.outbox[self.next_push..];
+        let households: std::collections::HashSet<Uuid> = unsent.iter().map(|c| c.doc).collect();
         SyncRequest {
             v: PROTOCOL_VERSION,
             cursor: self.cursor,
             push,
             pull: self.pull,
+            outbox: Some(OutboxSummary {
+                changes: unsent.len() as u64,
+                households: households.len() as u64,
+                blobs: self.pending_blobs.len() as u64,
+            }),
         }
     }
 

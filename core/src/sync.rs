@@ -48,6 +48,60 @@ impl std::fmt::Debug for SignInResponse {
     }
 }
 
+/// `POST /v1/devices/enrol` body (JSON): redeems a one-time enrolment code.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EnrolRequest {
+    /// The code as the office gave it (`XXXX-XXXX-XXXX`; case, spaces and dashes do not
+    /// matter).
+    pub code: String,
+    /// The phone's device ID (its Automerge actor).
+    pub device_id: String,
+    /// The phone's evidence public key, 64 lowercase hex digits.
+    pub device_key: String,
+}
+
+/// What an enrolment QR code holds: JSON `{"doorstep_enrol": 1, "server": URL, "code":
+/// CODE, "pin": "sha256/..." (optional)}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrolPayload {
+    /// Payload version, 1.
+    pub doorstep_enrol: u32,
+    /// The server's address.
+    pub server: String,
+    /// The one-time code.
+    pub code: String,
+    /// The server key's pin, when the office gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
+}
+
+impl EnrolPayload {
+    /// Parses a scanned QR code.
+    ///
+    /// Errors: [`Error::Invalid`] (field `enrolment code`) when it is not a Doorstep
+    /// enrolment code of version 1, or its server address is not `http://` or
+    /// `https://`.
+    pub fn parse(scanned: &str) -> Result<Self> {
+        let p: Self = serde_json::from_str(scanned.trim()).map_err(|_| Error::Invalid {
+            field: "enrolment code",
+            reason: "this QR code is not a Doorstep enrolment code".into(),
+        })?;
+        if p.doorstep_enrol != 1 {
+            return Err(Error::Invalid {
+                field: "enrolment code",
+                reason: "this enrolment code is from a newer Doorstep; update the app".into(),
+            });
+        }
+        if !(p.server.starts_with("https://") || p.server.starts_with("http://")) {
+            return Err(Error::Invalid {
+                field: "enrolment code",
+                reason: "its server address is not http:// or https://".into(),
+            });
+        }
+        Ok(p)
+    }
+}
+
 /// A blocking HTTP client for one server.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -127,6 +181,38 @@ impl Client {
         })?;
         store.set_setting("server_url", &self.base)?;
         store.set_setting("username", username)?;
+        store.set_setting("token", &answer.token)?;
+        store.set_setting("registered_key", &hex::encode(store.device_public_key()))?;
+        Ok(())
+    }
+
+    /// Enrols this phone with a one-time code from the office: registers the phone's
+    /// evidence key and keeps the device token and the server address in the store.
+    /// Nothing else is needed: no password is typed on the phone.
+    ///
+    /// Errors: [`Error::Unauthorized`] for a wrong, used or expired code;
+    /// [`Error::Server`] (429) when too many codes were tried from this address;
+    /// [`Error::Network`].
+    pub fn enrol(&self, store: &mut Store, code: &str) -> Result<()> {
+        let body = serde_json::to_vec(&EnrolRequest {
+            code: code.into(),
+            device_id: store.device_id().to_string(),
+            device_key: hex::encode(store.device_public_key()),
+        })
+        .map_err(|e| Error::Network(e.to_string()))?;
+        let resp = self
+            .agent
+            .post(self.url("/v1/devices/enrol"))
+            .content_type("application/json")
+            .send(&body[..])
+            .map_err(|e| Error::Network(e.to_string()))?;
+        let (_, body) = Self::read(resp)?;
+        let answer: SignInResponse = serde_json::from_slice(&body).map_err(|_| Error::Server {
+            status: 200,
+            code: "malformed_answer".into(),
+            message: "the enrolment answer is not what a Doorstep server sends".into(),
+        })?;
+        store.set_setting("server_url", &self.base)?;
         store.set_setting("token", &answer.token)?;
         store.set_setting("registered_key", &hex::encode(store.device_public_key()))?;
         Ok(())

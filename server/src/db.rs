@@ -33,6 +33,7 @@ use crate::error::{Error, Result};
 
 pub mod accounts;
 pub mod evidence;
+pub mod people;
 
 const MIGRATIONS: &[&str] = &[
     include_str!("db/0001_init.sql"),
@@ -371,6 +372,48 @@ impl ServerDb {
         };
         for doc_changes in &req.push {
             push.doc(doc_changes.doc, &doc_changes.changes, &mut resp)?;
+        }
+        if !req.push.is_empty() {
+            // One audit entry per push: how much was accepted and refused, and why
+            // (reasons name paths and roles, never values).
+            let pushed: usize = req.push.iter().map(|d| d.changes.len()).sum();
+            let mut reasons: Vec<&str> = resp.rejected.iter().map(|r| r.reason.as_str()).collect();
+            reasons.sort_unstable();
+            reasons.dedup();
+            reasons.truncate(8);
+            let action = if resp.rejected.is_empty() {
+                "push"
+            } else {
+                "push_refused_in_part"
+            };
+            crate::audit::append(
+                &tx,
+                now,
+                &device.username,
+                Some(&device.device_id.to_string()),
+                action,
+                "sync",
+                serde_json::json!({
+                    "households": req.push.len(),
+                    "changes": pushed,
+                    "accepted": resp.acked.len(),
+                    "refused": resp.rejected.len(),
+                    "reasons": reasons,
+                }),
+            )?;
+        }
+        if let Some(outbox) = &req.outbox {
+            let report = serde_json::to_string(&accounts::OutboxReport {
+                changes: outbox.changes,
+                households: outbox.households,
+                blobs: outbox.blobs,
+            })
+            .unwrap_or_default();
+            tx.execute(
+                "UPDATE devices SET outbox = ?2, outbox_at_ms = ?3
+                  WHERE device_id = ?1 AND (outbox IS NOT ?2 OR outbox_at_ms < ?3 - 60000)",
+                params![device.device_id.to_string(), report, now],
+            )?;
         }
         // Recorded at most once a minute, so that polling phones cost no disk writes.
         tx.execute(
@@ -1372,6 +1415,7 @@ mod tests {
                 changes: changes.into_iter().map(ByteBuf::from).collect(),
             }],
             pull: None,
+            outbox: None,
         }
     }
 
@@ -1424,6 +1468,7 @@ mod tests {
             cursor: 0,
             push: vec![],
             pull: None,
+            outbox: None,
         };
         assert!(matches!(db.sync(&device, &old), Err(Error::BadRequest(_))));
     }
@@ -1439,6 +1484,7 @@ mod tests {
                     cursor: 0,
                     push: vec![],
                     pull: None,
+                    outbox: None,
                 },
             )
             .unwrap();
@@ -1453,6 +1499,7 @@ mod tests {
                     cursor: first.cursor,
                     push: vec![],
                     pull: None,
+                    outbox: None,
                 },
             )
             .unwrap();
@@ -1555,6 +1602,7 @@ mod tests {
             cursor: 0,
             push: vec![],
             pull: None,
+            outbox: None,
         };
         let mut received = 0;
         let mut pages = 0;

@@ -86,6 +86,11 @@ impl Error {
 }
 
 impl Error {
+    /// The error's code in the API's error body (`unauthorized`, `forbidden`, ...).
+    pub fn code(&self) -> &'static str {
+        self.parts().1
+    }
+
     /// The error for a body axum could not read: too large, or cut off.
     pub fn from_body(rejection: axum::extract::rejection::BytesRejection, limit: usize) -> Self {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {

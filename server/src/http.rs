@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::{StatusCode, header, request::Parts};
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
@@ -33,26 +35,100 @@ pub const SIGN_IN_CONCURRENCY: usize = 4;
 /// How long a sign-in waits for a free password check.
 pub const SIGN_IN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Shared state of the handlers: the database and the sign-in gate.
+/// How the server is reached, for the handlers that need to know.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Behind a reverse proxy: take the client's address from the last
+    /// `X-Forwarded-For` entry (for throttling), and the scheme from
+    /// `X-Forwarded-Proto`.
+    pub behind_proxy: bool,
+    /// The address phones reach the server at, for enrolment QR payloads; without it,
+    /// the request's `Host` header.
+    pub public_url: Option<String>,
+    /// The server key's pin (`sha256/<base64>`), put in enrolment QR payloads.
+    pub pin: Option<String>,
+    /// Serving TLS directly: session cookies get `Secure`.
+    pub tls: bool,
+}
+
+/// Shared state of the handlers: the database, the sign-in gate and throttle, and how
+/// the server is reached.
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// The server's storage.
     pub db: Arc<ServerDb>,
     sign_ins: Arc<tokio::sync::Semaphore>,
+    /// Sign-in and enrolment throttling.
+    pub throttle: Arc<crate::api::Throttle>,
+    /// See [`ServeOptions::behind_proxy`].
+    pub behind_proxy: bool,
+    /// Session cookies carry `Secure` (TLS here or at the proxy).
+    pub secure_cookies: bool,
+    /// See [`ServeOptions::pin`].
+    pub pin: Option<String>,
+    public_url: Option<String>,
+    tls: bool,
 }
 
 impl AppState {
     /// State over `db`.
-    pub fn new(db: Arc<ServerDb>) -> Self {
+    pub fn new(db: Arc<ServerDb>, options: &ServeOptions) -> Self {
         Self {
             db,
             sign_ins: Arc::new(tokio::sync::Semaphore::new(SIGN_IN_CONCURRENCY)),
+            throttle: Arc::new(crate::api::Throttle::default()),
+            behind_proxy: options.behind_proxy,
+            secure_cookies: options.tls || options.behind_proxy,
+            pin: options.pin.clone(),
+            public_url: options.public_url.clone(),
+            tls: options.tls,
         }
+    }
+
+    /// Waits for a free password check (argon2id holds 19 MiB each; see
+    /// [`SIGN_IN_CONCURRENCY`]).
+    ///
+    /// Errors: [`Error::Busy`] after [`SIGN_IN_WAIT`].
+    pub async fn password_check(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        tokio::time::timeout(SIGN_IN_WAIT, self.sign_ins.clone().acquire_owned())
+            .await
+            .map_err(|_| Error::Busy)?
+            .map_err(|_| Error::Busy)
+    }
+
+    /// The address phones should use: the configured one, else the scheme and `Host`
+    /// of this request.
+    pub fn public_url(&self, headers: &axum::http::HeaderMap) -> String {
+        if let Some(u) = &self.public_url {
+            return u.clone();
+        }
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("localhost");
+        let forwarded_https = self.behind_proxy
+            && headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+        let scheme = if self.tls || forwarded_https {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{host}")
     }
 }
 
-/// The router, apart from `main` so tests can serve it on a port of their own.
+/// The router with default options (plain HTTP, not behind a proxy).
 pub fn app(db: Arc<ServerDb>) -> Router {
+    app_with(db, &ServeOptions::default())
+}
+
+/// The router, apart from `main` so tests can serve it on a port of their own. Serve it
+/// with `into_make_service_with_connect_info::<SocketAddr>()`: sign-ins are throttled
+/// by client address.
+pub fn app_with(db: Arc<ServerDb>, options: &ServeOptions) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route(
@@ -71,6 +147,7 @@ pub fn app(db: Arc<ServerDb>) -> Router {
             "/v1/blobs/{sha256}",
             put(put_blob).layer(DefaultBodyLimit::max(BLOB_BODY_LIMIT)),
         )
+        .merge(crate::api::routes().layer(DefaultBodyLimit::max(crate::api::API_BODY_LIMIT)))
         .layer(
             // One line per request at `info`: method, route, status and time; paths
             // hold only blob hashes, never personal data.
@@ -82,10 +159,13 @@ pub fn app(db: Arc<ServerDb>) -> Router {
                     tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
                 ),
         )
-        .with_state(AppState::new(db))
+        .with_state(AppState::new(db, options))
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+/// Runs `f` on the blocking pool (SQLite and argon2id must not hold a runtime thread).
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Internal(format!("worker failed: {e}")))?
@@ -122,6 +202,8 @@ fn cbor(bytes: Vec<u8>) -> impl IntoResponse {
 #[tracing::instrument(skip_all)]
 async fn sign_in(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<SignInResponse>> {
     let body = body.map_err(|r| Error::from_body(r, SIGN_IN_BODY_LIMIT))?;
@@ -142,16 +224,17 @@ async fn sign_in(
             Error::BadRequest("device_key is not 64 hex digits (an ed25519 public key)".into())
         })?),
     };
-    let _permit = tokio::time::timeout(SIGN_IN_WAIT, state.sign_ins.clone().acquire_owned())
-        .await
-        .map_err(|_| Error::Busy)?
-        .map_err(|_| Error::Busy)?;
+    state.throttle.check(
+        Some(&req.username),
+        crate::api::client_addr(peer, &headers, state.behind_proxy),
+    )?;
+    let _permit = state.password_check().await?;
     let db = state.db.clone();
     let result =
         blocking(move || db.sign_in(&req.username, &req.password, device, device_key)).await;
     match &result {
         Ok(_) => tracing::info!(%device, "device signed in"),
-        Err(e) => tracing::info!(%device, reason = %e, "sign-in refused"),
+        Err(e) => tracing::info!(%device, code = e.code(), "sign-in refused"),
     }
     Ok(Json(SignInResponse { token: result? }))
 }
@@ -160,12 +243,31 @@ async fn sign_in(
 /// change is at least a few dozen bytes).
 pub const MAX_PUSHED_CHANGES: usize = 20_000;
 
-#[tracing::instrument(skip_all, fields(device = %device.device_id))]
+#[tracing::instrument(skip_all)]
 async fn sync(
     State(state): State<AppState>,
-    AuthDevice(device): AuthDevice,
+    device: Result<AuthDevice, Error>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse> {
+    let device = match device {
+        Ok(AuthDevice(d)) => d,
+        Err(Error::DeviceRevoked(id)) => {
+            // Kept, not applied: the office sees what the revoked phone still held.
+            if let Ok(body) = body
+                && let Ok(req) = protocol::decode::<SyncRequest>(&body)
+                && !req.push.is_empty()
+            {
+                let changes = req.push.iter().map(|d| d.changes.len()).sum();
+                let households = req.push.len();
+                let db = state.db.clone();
+                let id2 = id.clone();
+                blocking(move || db.keep_revoked_push(&id2, households, changes, &body)).await?;
+            }
+            tracing::info!(device = %id, "sync refused: the device was revoked");
+            return Err(Error::DeviceRevoked(id));
+        }
+        Err(e) => return Err(e),
+    };
     let body = body.map_err(|r| Error::from_body(r, SYNC_BODY_LIMIT))?;
     let req: SyncRequest = protocol::decode(&body)
         .map_err(|_| Error::BadRequest("the body is not a CBOR sync request".into()))?;
@@ -210,9 +312,22 @@ async fn put_blob(
 /// Serves the router on an already bound listener until Ctrl-C or SIGTERM, then lets
 /// requests in flight finish (each commits or rolls back whole).
 pub async fn serve(listener: tokio::net::TcpListener, db: Arc<ServerDb>) -> std::io::Result<()> {
-    axum::serve(listener, app(db))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+    serve_with(listener, db, &ServeOptions::default()).await
+}
+
+/// [`serve`] with options.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    db: Arc<ServerDb>,
+    options: &ServeOptions,
+) -> std::io::Result<()> {
+    let app = app_with(db, options);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
 }
 
 async fn shutdown_signal() {

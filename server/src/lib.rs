@@ -3,6 +3,7 @@
 //! evidence check (`verify`) and the demo (`demo`). The `doorstep-server` binary is a thin command line over these.
 
 pub mod access;
+pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod db;

@@ -410,6 +410,7 @@ impl Fixture {
                         cursor: self.cursor,
                         push: Vec::new(),
                         pull,
+                        outbox: None,
                     },
                 )
                 .expect("first sync");
@@ -534,6 +535,7 @@ impl Fixture {
             cursor: self.cursor,
             push,
             pull: None,
+            outbox: None,
         };
         let start = Instant::now();
         let resp = self.db.sync(&self.device, &req).expect("sync");
