@@ -84,6 +84,10 @@ fn build_server_binary() -> PathBuf {
 }
 
 /// A running `doorstep-server serve` on a free loopback port; killed when dropped.
+///
+/// It logs at `debug`, the most it writes; every line is kept and, when the server is
+/// dropped, scanned by [`assert_no_personal_data`] (issue 4: no names, phone or ID
+/// numbers in logs).
 #[derive(Debug)]
 pub struct ServerProcess {
     child: Child,
@@ -91,27 +95,50 @@ pub struct ServerProcess {
     pub addr: SocketAddr,
     /// Its data folder.
     pub data: PathBuf,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    log_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ServerProcess {
     /// Starts the real server binary on `127.0.0.1:0` over the data folder `data` and waits
     /// until it says where it listens.
     pub fn start(data: &Path) -> Self {
+        Self::start_with(data, &[])
+    }
+
+    /// [`ServerProcess::start`] with more `serve` arguments.
+    pub fn start_with(data: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(server_binary())
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
-            .env("RUST_LOG", "warn")
+            .args(extra)
+            .env("RUST_LOG", "debug")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start doorstep-server");
+        let stderr = child.stderr.take().expect("server stderr");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let log_reader = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if line.contains("WARN") || line.contains("ERROR") {
+                        eprintln!("server: {line}");
+                    }
+                    let mut l = log.lock().unwrap_or_else(|p| p.into_inner());
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            })
+        };
         let stdout = child.stdout.take().expect("server stdout");
         let mut line = String::new();
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("read the server's first line");
         let addr = line
-            .split("http://")
+            .split("://")
             .nth(1)
             .and_then(|s| s.split_whitespace().next())
             .and_then(|s| s.parse().ok())
@@ -120,6 +147,8 @@ impl ServerProcess {
             child,
             addr,
             data: data.to_path_buf(),
+            log,
+            log_reader: Some(log_reader),
         }
     }
 
@@ -127,13 +156,100 @@ impl ServerProcess {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// The log lines written so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(r) = self.log_reader.take() {
+            let _ = r.join();
+        }
+        if !std::thread::panicking() {
+            assert_no_personal_data(&self.log(), "the server's log");
+        }
     }
+}
+
+/// Lines of server output scanned so far by [`assert_no_personal_data`] in this test
+/// binary.
+pub static LOG_LINES_SCANNED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Personal data of the fixtures: every name, phone number and ID number in the
+/// roster fixtures (households, residents, and the names of rows not imported), read
+/// with the server's own roster reader, plus `extra` values tests add.
+pub fn fixture_personal_data() -> &'static [String] {
+    static PII: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    PII.get_or_init(|| {
+        let mut out = std::collections::BTreeSet::new();
+        for name in ["roster/village_a.xlsx", "roster/village_b_gbk.csv"] {
+            let roster = doorstep_server::roster::read_roster(&fixture(name))
+                .unwrap_or_else(|e| panic!("read {name}: {e}"));
+            for h in &roster.households {
+                out.insert(h.head_name.clone());
+                out.insert(h.phone.clone());
+                for r in h.residents.values() {
+                    out.insert(r.name.clone());
+                    out.extend(r.id_number.clone());
+                    out.extend(r.phone.clone());
+                }
+            }
+            for e in &roster.row_errors {
+                out.insert(e.name.clone());
+            }
+        }
+        // Values the tests themselves write.
+        out.extend(TEST_PERSONAL_DATA.iter().map(|s| s.to_string()));
+        out.into_iter().filter(|s| s.chars().count() >= 2).collect()
+    })
+}
+
+/// Names, phone and ID numbers that tests write into households of their own.
+pub const TEST_PERSONAL_DATA: &[&str] = &[
+    "张三丰",
+    "李四光",
+    "13812345678",
+    "13987654321",
+    "110101199001011234",
+    "11010119850505123X",
+];
+
+/// Fails the test when `text` (log output) holds a name, phone or ID number of the
+/// fixtures, or anything shaped like a mobile number (a token of 11 digits starting
+/// with 1) or an ID number (a token of 17 digits and a digit or X). `source` names the
+/// log in the failure.
+pub fn assert_no_personal_data(text: &str, source: &str) {
+    let pii = fixture_personal_data();
+    for (i, line) in text.lines().enumerate() {
+        if let Some(hit) = pii.iter().find(|p| line.contains(p.as_str())) {
+            panic!(
+                "{source}, line {}: personal data ({} characters) in a log line: {line}",
+                i + 1,
+                hit.chars().count()
+            );
+        }
+        for token in line.split(|c: char| !c.is_ascii_alphanumeric()) {
+            let digits = token.bytes().filter(u8::is_ascii_digit).count();
+            let id_like = token.len() == 18
+                && digits >= 17
+                && token[..17].bytes().all(|b| b.is_ascii_digit());
+            let phone_like = token.len() == 11 && digits == 11 && token.starts_with('1');
+            assert!(
+                !(id_like || phone_like),
+                "{source}, line {}: something shaped like a phone or ID number in a log line: {line}",
+                i + 1
+            );
+        }
+    }
+    LOG_LINES_SCANNED.fetch_add(
+        text.lines().count() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
 }
 
 /// JPEG marker segments of a file, as (marker byte, segment length) up to the scan.

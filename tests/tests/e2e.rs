@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `doorstep-server` binary on a free loopback port, phones on
 //! the real core with real SQLite files, real photos and rosters from ../shared/fixtures.
 
+mod access;
 mod convergence;
 mod evidence;
 
@@ -14,7 +15,9 @@ use doorstep_core::model::{HouseholdId, ProfileField, VisitId};
 use doorstep_core::store::{HouseholdQuery, Store, VisitStart, now_ms};
 use doorstep_core::sync::{Client, sync_now};
 use doorstep_server::db::{GridRef, Role, Scope, ServerDb};
-use doorstep_tests::{ServerProcess, fixture, fixtures, jpeg_has_no_metadata, server_binary};
+use doorstep_tests::{
+    ServerProcess, assert_no_personal_data, fixture, fixtures, jpeg_has_no_metadata, server_binary,
+};
 use sha2::{Digest, Sha256};
 
 const PASSWORD: &str = "correct horse battery";
@@ -24,9 +27,10 @@ fn import(data: &Path, roster: &str) -> serde_json::Value {
         .args(["import-roster", "--json", "--data"])
         .arg(data)
         .arg(fixture(roster))
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "debug")
         .output()
         .expect("run import-roster");
+    assert_no_personal_data(&String::from_utf8_lossy(&out.stderr), "import-roster's log");
     assert!(
         out.status.success(),
         "import-roster failed: {}",
@@ -691,8 +695,10 @@ fn a_corrected_roster_adds_its_new_residents_and_grid_names_do_not_leak_across_v
             .args(["import-roster", "--json", "--data"])
             .arg(&data)
             .arg(file)
+            .env("RUST_LOG", "debug")
             .output()
             .unwrap();
+        assert_no_personal_data(&String::from_utf8_lossy(&out.stderr), "import-roster's log");
         assert!(
             out.status.success(),
             "{}",
