@@ -203,7 +203,17 @@ impl ServerDb {
                 "the evidence key file was missing, so a new key was made and listed beside the old one; receipts from now on are countersigned with it (restore the old file if it was lost by mistake)"
             );
         }
+        let had_lookup = dir.join(crate::auth::LOOKUP_KEY_FILE).exists();
         let lookup = LookupKey::load_or_create(dir)?;
+        if !had_lookup {
+            // A new key: lookups made under a lost one would find nobody, so the
+            // projections are rebuilt under this one.
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('reproject_households', '1')
+                 ON CONFLICT (key) DO UPDATE SET value = '1'",
+                [],
+            )?;
+        }
         let organisation = ensure_organisation(&mut conn, &actor, &server_key)?;
         upgrade_households(&mut conn, &actor, &lookup)?;
         Ok(Self {
