@@ -83,49 +83,77 @@ fn build_server_binary() -> PathBuf {
     bin
 }
 
-/// A running `doorstep-server serve` on a free loopback port; killed when dropped.
+/// A running `doorstep-server serve` on a free loopback port, over plain HTTP or TLS;
+/// killed when dropped.
 #[derive(Debug)]
 pub struct ServerProcess {
     child: Child,
+    /// Kept open, so that what the server prints later does not meet a closed pipe.
+    _stdout: BufReader<std::process::ChildStdout>,
     /// The address it listens on.
     pub addr: SocketAddr,
     /// Its data folder.
     pub data: PathBuf,
+    /// `http` or `https`, as the server said.
+    pub scheme: String,
 }
 
 impl ServerProcess {
     /// Starts the real server binary on `127.0.0.1:0` over the data folder `data` and waits
     /// until it says where it listens.
     pub fn start(data: &Path) -> Self {
+        Self::start_with(data, &[])
+    }
+
+    /// As [`ServerProcess::start`], serving HTTPS with the PEM certificate `cert` and
+    /// key `key`.
+    pub fn start_tls(data: &Path, cert: &Path, key: &Path) -> Self {
+        Self::start_with(
+            data,
+            &[
+                "--tls-cert".as_ref(),
+                cert.as_os_str(),
+                "--tls-key".as_ref(),
+                key.as_os_str(),
+            ],
+        )
+    }
+
+    /// As [`ServerProcess::start`], with more arguments to `serve`.
+    pub fn start_with(data: &Path, args: &[&std::ffi::OsStr]) -> Self {
         let mut child = Command::new(server_binary())
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start doorstep-server");
         let stdout = child.stdout.take().expect("server stdout");
+        let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout)
+        stdout
             .read_line(&mut line)
             .expect("read the server's first line");
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|s| s.parse().ok())
+        // "doorstep-server listening on http://127.0.0.1:1234 (data in ...)"
+        let (scheme, addr) = line
+            .split_whitespace()
+            .find_map(|word| word.split_once("://"))
+            .and_then(|(scheme, addr)| Some((scheme.to_string(), addr.parse().ok()?)))
             .unwrap_or_else(|| panic!("server did not say where it listens: {line:?}"));
         Self {
             child,
+            _stdout: stdout,
             addr,
             data: data.to_path_buf(),
+            scheme,
         }
     }
 
-    /// `http://addr`.
+    /// `http://addr` or `https://addr`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 }
 
