@@ -23,8 +23,9 @@ use ureq::unversioned::transport::{
 
 use crate::error::{Error, Result};
 
-/// The prefix of a pin: the hash algorithm, as HPKP's `pin-sha256` (RFC 7469 section
-/// 2.1.1) and curl's `--pinnedpubkey` write it.
+/// The prefix of a pin: the hash algorithm, as OkHttp's `CertificatePinner` writes it
+/// (curl's `--pinnedpubkey` takes `sha256//` and the same base64; HPKP's header
+/// `pin-sha256="..."`, RFC 7469 section 2.1.1).
 pub const PIN_PREFIX: &str = "sha256/";
 
 /// The pin of a certificate: `sha256/` and the standard base64 (with padding) of the
