@@ -64,6 +64,18 @@ pub enum Error {
     /// would be refused, so nothing is synced until the phone signs in again.
     #[error("this phone's signing key is not registered with the server yet; sign in again")]
     KeyNotRegistered,
+    /// The server's TLS key is not the one this phone was given (its pin): another
+    /// machine answers at the server's address, or the server got a new key. Nothing
+    /// was sent; the phone's data is untouched.
+    #[error(
+        "the server's key does not match the key this phone was given: it presented {presented}, the phone has {pinned}; do not sync until the office confirms the server's pin"
+    )]
+    PinMismatch {
+        /// The pin this phone holds (`sha256/<base64>`).
+        pinned: String,
+        /// The pin of the key the server presented.
+        presented: String,
+    },
     /// The server could not be reached or the connection broke.
     #[error("network: {0}")]
     Network(String),

@@ -15,6 +15,10 @@ use crate::protocol::{
 };
 use crate::store::Store;
 
+mod tls;
+use tls::network_error;
+pub use tls::{PIN_PREFIX, parse_pin, spki_pin};
+
 /// Upper bound on any answer body the phone reads (64 MiB).
 const MAX_ANSWER_BYTES: u64 = 64 << 20;
 
@@ -106,27 +110,82 @@ impl EnrolPayload {
 #[derive(Debug, Clone)]
 pub struct Client {
     base: String,
+    /// The server's key pin, `sha256/<base64>`, when the client has one.
+    pin: Option<String>,
     agent: ureq::Agent,
 }
 
 impl Client {
-    /// A client for the server at `base_url` (`http://host:port` or `https://...`).
+    /// A client for the server at `base_url` (`http://host:port` or `https://...`),
+    /// trusting the certificate authorities of the web (WebPKI) for `https`.
     ///
     /// Timeouts are for stalls, not for totals, so a photo crawls through on a weak
     /// link (2G in a courtyard) instead of failing at a fixed deadline: 20 s to
     /// connect, and 30 s for any one read or write on the socket to make progress.
     pub fn new(base_url: &str) -> Self {
-        let config = ureq::Agent::config_builder()
+        Self {
+            base: base_url.trim_end_matches('/').to_string(),
+            pin: None,
+            agent: Self::config().into(),
+        }
+    }
+
+    /// A client for the `https://` server at `base_url` that accepts the server only
+    /// when its certificate's key hashes to `pin` (`sha256/<base64>`, as
+    /// `doorstep-server tls-pin` prints it), whoever signed the certificate: a town's
+    /// self-signed certificate works. The handshake's signatures are checked as usual.
+    /// [`Client::sign_in`] keeps the pin with the server's address, so later syncs use
+    /// it too. Timeouts as [`Client::new`].
+    ///
+    /// Errors: [`Error::Invalid`] for a malformed pin (field `pin`) or a URL that is
+    /// not `https://` (field `server_url`). A server presenting another key fails each
+    /// request with [`Error::PinMismatch`].
+    pub fn with_pin(base_url: &str, pin: &str) -> Result<Self> {
+        let hash = parse_pin(pin)?;
+        let base = base_url.trim_end_matches('/').to_string();
+        if !base
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        {
+            return Err(Error::Invalid {
+                field: "server_url",
+                reason: "a pinned server is reached over https://".into(),
+            });
+        }
+        Ok(Self {
+            base,
+            pin: Some(pin.trim().to_string()),
+            agent: tls::pinned_agent(Self::config(), hash)?,
+        })
+    }
+
+    /// The client for the server the phone signed in to, with its pin if it had one.
+    ///
+    /// Errors: [`Error::NotSignedIn`]; [`Error::Invalid`] for a stored pin that no
+    /// longer parses.
+    pub fn from_store(store: &Store) -> Result<Self> {
+        let Some(url) = store.setting("server_url")? else {
+            return Err(Error::NotSignedIn);
+        };
+        match store.setting("server_pin")?.filter(|p| !p.is_empty()) {
+            Some(pin) => Self::with_pin(&url, &pin),
+            None => Ok(Self::new(&url)),
+        }
+    }
+
+    /// The server's key pin this client holds, if any.
+    pub fn pin(&self) -> Option<&str> {
+        self.pin.as_deref()
+    }
+
+    fn config() -> ureq::config::Config {
+        ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(None)
             .timeout_connect(Some(Duration::from_secs(20)))
             .timeout_per_read(Some(Duration::from_secs(30)))
             .timeout_per_write(Some(Duration::from_secs(30)))
-            .build();
-        Self {
-            base: base_url.trim_end_matches('/').to_string(),
-            agent: config.into(),
-        }
+            .build()
     }
 
     fn url(&self, path: &str) -> String {
@@ -140,7 +199,7 @@ impl Client {
             .with_config()
             .limit(MAX_ANSWER_BYTES)
             .read_to_vec()
-            .map_err(|e| Error::Network(e.to_string()))?;
+            .map_err(network_error)?;
         if status == 401 {
             return Err(Error::Unauthorized(error_message(&body)));
         }
@@ -156,9 +215,11 @@ impl Client {
     }
 
     /// Signs `username` in on behalf of this phone, registers the phone's evidence key,
-    /// and keeps the device token, the server address and the account name in the store.
+    /// and keeps the device token, the server address, its pin (or none) and the
+    /// account name in the store.
     ///
-    /// Errors: [`Error::Unauthorized`] for a wrong name or password; [`Error::Network`].
+    /// Errors: [`Error::Unauthorized`] for a wrong name or password;
+    /// [`Error::PinMismatch`]; [`Error::Network`].
     pub fn sign_in(&self, store: &mut Store, username: &str, password: &str) -> Result<()> {
         let body = serde_json::to_vec(&SignInRequest {
             username: username.into(),
@@ -172,7 +233,7 @@ impl Client {
             .post(self.url("/v1/devices/sign-in"))
             .content_type("application/json")
             .send(&body[..])
-            .map_err(|e| Error::Network(e.to_string()))?;
+            .map_err(network_error)?;
         let (_, body) = Self::read(resp)?;
         let answer: SignInResponse = serde_json::from_slice(&body).map_err(|_| Error::Server {
             status: 200,
@@ -180,6 +241,7 @@ impl Client {
             message: "the sign-in answer is not what a Doorstep server sends".into(),
         })?;
         store.set_setting("server_url", &self.base)?;
+        store.set_setting("server_pin", self.pin.as_deref().unwrap_or(""))?;
         store.set_setting("username", username)?;
         store.set_setting("token", &answer.token)?;
         store.set_setting("registered_key", &hex::encode(store.device_public_key()))?;
@@ -226,7 +288,7 @@ impl Client {
             .header("Authorization", auth)
             .content_type(protocol::CBOR)
             .send(body)
-            .map_err(|e| Error::Network(e.to_string()))?;
+            .map_err(network_error)?;
         Ok(Self::read(resp)?.1)
     }
 
@@ -254,7 +316,7 @@ impl Client {
                     .header("Authorization", &auth)
                     .content_type("application/octet-stream")
                     .send(&bytes[..])
-                    .map_err(|e| Error::Network(e.to_string()))?;
+                    .map_err(network_error)?;
                 Self::read(resp)?;
                 Ok(Incoming::BlobStored {
                     sha256: sha256.clone(),
@@ -291,8 +353,13 @@ fn error_parts(body: &[u8]) -> (String, String) {
 /// after the cursor, uploads the blobs the server lacks. `progress` is called after each
 /// answer; setting `cancel` stops before the next request, keeping what was confirmed.
 ///
+/// The server is reached as it was at sign-in: its address, and its key pin if the
+/// phone signed in with one.
+///
 /// Errors: [`Error::NotSignedIn`]; [`Error::KeyNotRegistered`] when the evidence key
 /// was renewed since the last sign-in; [`Error::Unauthorized`] when the token was revoked;
+/// [`Error::PinMismatch`] when the server presents a key other than the pinned one
+/// (nothing is sent or changed);
 /// [`Error::Network`] and [`Error::Server`] as they come (everything confirmed before
 /// stays confirmed, and the next sync resumes); [`Error::Cancelled`].
 pub fn sync_now(
@@ -300,14 +367,14 @@ pub fn sync_now(
     cancel: Option<&AtomicBool>,
     mut progress: impl FnMut(&SyncProgress),
 ) -> Result<SyncProgress> {
-    let (Some(url), Some(token)) = (store.setting("server_url")?, store.setting("token")?) else {
+    let (Some(_), Some(token)) = (store.setting("server_url")?, store.setting("token")?) else {
         return Err(Error::NotSignedIn);
     };
     if store.setting("registered_key")? != Some(hex::encode(store.device_public_key())) {
         // Records signed with a key the server does not know would all be refused.
         return Err(Error::KeyNotRegistered);
     }
-    let client = Client::new(&url);
+    let client = Client::from_store(store)?;
     let mut session = SyncSession::new(store.cursor()?, store.outbox()?, store.pending_blobs()?);
     loop {
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {

@@ -22,6 +22,8 @@ use uuid::Uuid;
 
 use crate::db::{GridRef, Role, Scope, ServerDb};
 use crate::error::{Error, Result};
+use crate::http::ServeOptions;
+use crate::tls::TlsSetup;
 
 /// The demo village.
 pub const DEMO_VILLAGE: &str = "示范村";
@@ -279,12 +281,16 @@ fn core_err(e: doorstep_core::error::Error) -> Error {
     Error::Internal(e.to_string())
 }
 
-fn run_phones(url: String, phones: PathBuf) -> Result<()> {
+fn run_phones(url: String, pin: Option<String>, phones: PathBuf) -> Result<()> {
     std::fs::create_dir_all(&phones)?;
+    let client = match &pin {
+        Some(pin) => Client::with_pin(&url, pin).map_err(core_err)?,
+        None => Client::new(&url),
+    };
     let mut stores = Vec::new();
     for n in 1..=2 {
         let mut store = Store::open(phones.join(format!("phone-{n}.db"))).map_err(core_err)?;
-        Client::new(&url)
+        client
             .sign_in(&mut store, &format!("demo-worker-{n}"), DEMO_PASSWORD)
             .map_err(core_err)?;
         sync_now(&mut store, None, |_| {}).map_err(core_err)?;
@@ -340,12 +346,13 @@ fn run_phones(url: String, phones: PathBuf) -> Result<()> {
     Ok(())
 }
 
-/// Runs the demo in the fresh data folder `dir` on `listen`, and serves until the
-/// process is stopped.
+/// Runs the demo in the fresh data folder `dir` on `listen`, over HTTPS with `tls`
+/// (the demo phones pin its key) or plain HTTP, and serves until the process is
+/// stopped.
 ///
 /// Errors: the data folder cannot be opened, the address cannot be bound, or a demo
 /// phone fails to sync.
-pub async fn run(dir: PathBuf, listen: SocketAddr) -> Result<()> {
+pub async fn run(dir: PathBuf, listen: SocketAddr, tls: Option<TlsSetup>) -> Result<()> {
     if dir.join("doorstep.db").exists() {
         return Err(Error::BadRequest(format!(
             "the demo starts from a fresh data folder, and {} already holds data: delete it or give another --data",
@@ -367,10 +374,18 @@ pub async fn run(dir: PathBuf, listen: SocketAddr) -> Result<()> {
         )?;
     }
     let addr = listener.local_addr()?;
-    let server = tokio::spawn(crate::http::serve(listener, db.clone()));
-    let url = format!("http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let pin = tls.as_ref().map(|t| t.pin.clone());
+    let options = ServeOptions {
+        tls: tls.map(|t| t.config),
+        pin: pin.clone(),
+        ..ServeOptions::default()
+    };
+    let server = tokio::spawn(crate::http::serve(listener, db.clone(), options));
+    let url = format!("{scheme}://{addr}");
     let phones = phones_dir(&dir);
-    tokio::task::spawn_blocking(move || run_phones(url, phones))
+    let phone_pin = pin.clone();
+    tokio::task::spawn_blocking(move || run_phones(url, phone_pin, phones))
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
     let t = db.totals()?;
@@ -386,8 +401,11 @@ pub async fn run(dir: PathBuf, listen: SocketAddr) -> Result<()> {
         Ok(report) => println!("evidence check: {report}"),
         Err(broken) => println!("evidence check FAILED: {broken}"),
     }
+    if let Some(pin) = &pin {
+        println!("phones pin the server's key as {pin}");
+    }
     println!(
-        "doorstep-server demo serving on http://{addr} (data in {}); Ctrl-C stops it",
+        "doorstep-server demo serving on {scheme}://{addr} (data in {}); Ctrl-C stops it",
         dir.display()
     );
     server.await.map_err(|e| Error::Internal(e.to_string()))??;

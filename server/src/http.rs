@@ -1,15 +1,17 @@
 //! The HTTP surface (axum): `GET /health`, `POST /v1/devices/sign-in`, `POST /v1/sync`,
 //! `POST /v1/blobs/missing`, `PUT /v1/blobs/{sha256}`. Handlers are thin: they
 //! authenticate, bound the body, and hand the work to [`ServerDb`] on the blocking pool.
+//! Served over TLS ([`crate::tls`]) or plain HTTP behind a reverse proxy; either way the
+//! handlers can extract the peer's `ConnectInfo<SocketAddr>`.
 
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use std::net::SocketAddr;
-
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, State};
-use axum::http::{StatusCode, header, request::Parts};
+use axum::http::{HeaderMap, StatusCode, header, request::Parts};
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -38,17 +40,17 @@ pub const SIGN_IN_WAIT: std::time::Duration = std::time::Duration::from_secs(10)
 /// How the server is reached, for the handlers that need to know.
 #[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
-    /// Behind a reverse proxy: take the client's address from the last
-    /// `X-Forwarded-For` entry (for throttling), and the scheme from
-    /// `X-Forwarded-Proto`.
+    /// Serve HTTPS with this rustls configuration ([`crate::tls::load`]); `None`:
+    /// plain HTTP, for running behind a reverse proxy that terminates TLS.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// A reverse proxy is in front: a client's address is the last `X-Forwarded-For`
+    /// hop ([`client_addr`], for throttling), and the scheme is `X-Forwarded-Proto`.
     pub behind_proxy: bool,
     /// The address phones reach the server at, for enrolment QR payloads; without it,
-    /// the request's `Host` header.
+    /// the request's scheme and `Host` header.
     pub public_url: Option<String>,
     /// The server key's pin (`sha256/<base64>`), put in enrolment QR payloads.
     pub pin: Option<String>,
-    /// Serving TLS directly: session cookies get `Secure`.
-    pub tls: bool,
 }
 
 /// Shared state of the handlers: the database, the sign-in gate and throttle, and how
@@ -78,10 +80,10 @@ impl AppState {
             sign_ins: Arc::new(tokio::sync::Semaphore::new(SIGN_IN_CONCURRENCY)),
             throttle: Arc::new(crate::api::Throttle::default()),
             behind_proxy: options.behind_proxy,
-            secure_cookies: options.tls || options.behind_proxy,
+            secure_cookies: options.tls.is_some() || options.behind_proxy,
             pin: options.pin.clone(),
             public_url: options.public_url.clone(),
-            tls: options.tls,
+            tls: options.tls.is_some(),
         }
     }
 
@@ -125,9 +127,40 @@ pub fn app(db: Arc<ServerDb>) -> Router {
     app_with(db, &ServeOptions::default())
 }
 
+/// The client's address: the peer of the connection, or, when `behind_proxy`, the last
+/// entry of `X-Forwarded-For` (the one the proxy itself appended, so a client cannot
+/// forge it) if it is an IP address; else the peer.
+pub fn client_addr(connect_info: SocketAddr, headers: &HeaderMap, behind_proxy: bool) -> IpAddr {
+    if !behind_proxy {
+        return connect_info.ip();
+    }
+    // Several headers count as one list joined by commas (RFC 9110 section 5.3).
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|last| parse_hop(last.trim()))
+        .unwrap_or(connect_info.ip())
+}
+
+/// An `X-Forwarded-For` entry: an IP address, possibly with a port (`1.2.3.4:5678`,
+/// `[::1]:5678`) as some proxies write it.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| {
+            hop.strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .and_then(|h| h.parse().ok())
+        })
+}
+
 /// The router, apart from `main` so tests can serve it on a port of their own. Serve it
-/// with `into_make_service_with_connect_info::<SocketAddr>()`: sign-ins are throttled
-/// by client address.
+/// with `into_make_service_with_connect_info::<SocketAddr>()` ([`serve_router`]):
+/// sign-ins are throttled by client address.
 pub fn app_with(db: Arc<ServerDb>, options: &ServeOptions) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
@@ -203,9 +236,10 @@ fn cbor(bytes: Vec<u8>) -> impl IntoResponse {
 async fn sign_in(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: axum::http::HeaderMap,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<SignInResponse>> {
+    let client = client_addr(peer, &headers, state.behind_proxy);
     let body = body.map_err(|r| Error::from_body(r, SIGN_IN_BODY_LIMIT))?;
     // serde's message can quote the value it choked on (a password, a phone number
     // typed as a name), so only its position is passed on.
@@ -224,17 +258,14 @@ async fn sign_in(
             Error::BadRequest("device_key is not 64 hex digits (an ed25519 public key)".into())
         })?),
     };
-    state.throttle.check(
-        Some(&req.username),
-        crate::api::client_addr(peer, &headers, state.behind_proxy),
-    )?;
+    state.throttle.check(Some(&req.username), client)?;
     let _permit = state.password_check().await?;
     let db = state.db.clone();
     let result =
         blocking(move || db.sign_in(&req.username, &req.password, device, device_key)).await;
     match &result {
-        Ok(_) => tracing::info!(%device, "device signed in"),
-        Err(e) => tracing::info!(%device, code = e.code(), "sign-in refused"),
+        Ok(_) => tracing::info!(%device, %client, "device signed in"),
+        Err(e) => tracing::info!(%device, %client, code = e.code(), "sign-in refused"),
     }
     Ok(Json(SignInResponse { token: result? }))
 }
@@ -309,25 +340,49 @@ async fn put_blob(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Serves the router on an already bound listener until Ctrl-C or SIGTERM, then lets
-/// requests in flight finish (each commits or rolls back whole).
-pub async fn serve(listener: tokio::net::TcpListener, db: Arc<ServerDb>) -> std::io::Result<()> {
-    serve_with(listener, db, &ServeOptions::default()).await
-}
-
-/// [`serve`] with options.
-pub async fn serve_with(
+/// Serves the sync API on an already bound listener, over TLS when `options.tls` is
+/// set, until Ctrl-C or SIGTERM, then lets requests in flight finish (each commits or
+/// rolls back whole).
+pub async fn serve(
     listener: tokio::net::TcpListener,
     db: Arc<ServerDb>,
-    options: &ServeOptions,
+    options: ServeOptions,
 ) -> std::io::Result<()> {
-    let app = app_with(db, options);
-    axum::serve(
+    serve_router(
         listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        app_with(db, &options),
+        options.tls,
+        shutdown_signal(),
     )
-    .with_graceful_shutdown(shutdown_signal())
     .await
+}
+
+/// Serves `router` on `listener`, over TLS with `tls` or plain, until `shutdown`
+/// completes, then lets requests in flight finish. Both ways the handlers can extract
+/// `ConnectInfo<SocketAddr>`, the peer of the TCP connection.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        None => {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(config) => {
+            // axum gives `ConnectInfo<SocketAddr>` for its `TcpListener` and for any
+            // listener seen through `tap_io`; the tap itself does nothing.
+            let listener = crate::tls::TlsListener::new(listener, config).tap_io(|_| {});
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -350,4 +405,134 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(xff: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in xff {
+            h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn the_client_address_is_the_peer_unless_behind_a_proxy() {
+        let peer: SocketAddr = "10.0.0.7:5555".parse().unwrap();
+        let ip = |xff: &[&str], behind| client_addr(peer, &headers(xff), behind).to_string();
+        // Without the flag the header is whatever a client typed: ignored.
+        assert_eq!(ip(&["203.0.113.9"], false), "10.0.0.7");
+        assert_eq!(ip(&[], true), "10.0.0.7");
+        // With it, the last hop: the one the proxy appended.
+        assert_eq!(ip(&["203.0.113.9"], true), "203.0.113.9");
+        assert_eq!(ip(&["1.1.1.1, 203.0.113.9"], true), "203.0.113.9");
+        assert_eq!(ip(&["1.1.1.1,203.0.113.9 "], true), "203.0.113.9");
+        assert_eq!(ip(&["1.1.1.1", "203.0.113.9"], true), "203.0.113.9");
+        assert_eq!(ip(&["2001:db8::1"], true), "2001:db8::1");
+        assert_eq!(ip(&["203.0.113.9:4711"], true), "203.0.113.9");
+        assert_eq!(ip(&["[2001:db8::1]:4711"], true), "2001:db8::1");
+        assert_eq!(ip(&["[2001:db8::1]"], true), "2001:db8::1");
+        // A last hop that is no address: the peer.
+        assert_eq!(ip(&["203.0.113.9, unknown"], true), "10.0.0.7");
+        assert_eq!(ip(&["203.0.113.9, "], true), "10.0.0.7");
+        assert_eq!(ip(&["203.0.113.9", "garbage"], true), "10.0.0.7");
+    }
+
+    /// Sends one GET over `tcp` (in TLS when `tls` is set) and returns the whole answer.
+    fn fetch(
+        mut tcp: std::net::TcpStream,
+        path: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> String {
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let mut out = Vec::new();
+        match tls {
+            None => {
+                tcp.write_all(request.as_bytes()).unwrap();
+                tcp.read_to_end(&mut out).unwrap();
+            }
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                let conn = rustls::ClientConnection::new(config, name).unwrap();
+                let mut s = rustls::StreamOwned::new(conn, tcp);
+                s.write_all(request.as_bytes()).unwrap();
+                // The answer is whole even if the server closes without close_notify.
+                let _ = s.read_to_end(&mut out);
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn handlers_get_the_peer_address_over_plain_http_and_over_tls() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let setup = crate::tls::load(&cert_path, &key_path).unwrap();
+        assert_eq!(
+            setup.pin,
+            doorstep_core::sync::spki_pin(cert.der()).unwrap()
+        );
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        let client_config = Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+        );
+
+        for tls in [None, Some(setup.config.clone())] {
+            let router =
+                Router::new().route(
+                    "/peer",
+                    get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
+                        format!("peer={peer}")
+                    }),
+                );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(serve_router(listener, router, tls.clone(), async {
+                let _ = stopped.await;
+            }));
+            let client_tls = tls.as_ref().map(|_| client_config.clone());
+            let (local, answer) = tokio::task::spawn_blocking(move || {
+                let tcp = std::net::TcpStream::connect(addr).unwrap();
+                (tcp.local_addr().unwrap(), fetch(tcp, "/peer", client_tls))
+            })
+            .await
+            .unwrap();
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            assert!(
+                answer.ends_with(&format!("peer={local}")),
+                "tls {}: {answer}",
+                tls.is_some()
+            );
+            // Graceful shutdown ends the server.
+            stop.send(()).unwrap();
+            tokio::time::timeout(std::time::Duration::from_secs(10), server)
+                .await
+                .expect("the server stops when told")
+                .unwrap()
+                .unwrap();
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! Doorstep's central server as a library: storage and sync logic (`db`), the HTTP
-//! surface (`http`), accounts (`auth`), the village roster reader (`roster`), the
+//! surface (`http`) and its TLS (`tls`), accounts (`auth`), the village roster reader (`roster`), the
 //! evidence check (`verify`) and the demo (`demo`). The `doorstep-server` binary is a thin command line over these.
 
 pub mod access;
@@ -11,4 +11,5 @@ pub mod demo;
 pub mod error;
 pub mod http;
 pub mod roster;
+pub mod tls;
 pub mod verify;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use doorstep_core::model::{EvidenceKind, HouseholdId};
 use doorstep_server::db::ServerDb;
 use doorstep_server::{demo, http, roster, verify};
@@ -24,15 +24,55 @@ struct Cli {
     command: Command,
 }
 
+/// Serving HTTPS directly: both files, or neither for plain HTTP behind a reverse proxy.
+#[derive(Args, Debug, Clone)]
+struct TlsArgs {
+    /// The server's certificate chain (PEM, its own certificate first): serve HTTPS.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The loaded certificate and key, or `None` for plain HTTP.
+    fn load(&self) -> Result<Option<doorstep_server::tls::TlsSetup>, String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => doorstep_server::tls::load(cert, key).map(Some),
+            (None, None) => Ok(None),
+            _ => Err("give both --tls-cert and --tls-key, or neither".into()),
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve the sync API.
+    /// Serve the sync API: HTTPS with --tls-cert and --tls-key, else plain HTTP (behind a
+    /// reverse proxy that terminates TLS).
     Serve {
         #[command(flatten)]
         data: DataArg,
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        #[command(flatten)]
+        tls: TlsArgs,
+        /// A reverse proxy is in front: take a client's address from the last
+        /// X-Forwarded-For hop, which the proxy sets.
+        #[arg(long)]
+        behind_proxy: bool,
+        /// The address phones reach the server at (e.g. https://doorstep.example.cn),
+        /// put in enrolment QR codes; without it, the office request's own address.
+        #[arg(long)]
+        public_url: Option<String>,
+    },
+    /// Print the pin of a TLS certificate's key, `sha256/<base64>` (RFC 7469), to give
+    /// to the phones.
+    TlsPin {
+        /// The certificate (PEM; the first one in the file).
+        #[arg(long)]
+        cert: PathBuf,
     },
     /// Import a village roster (.xlsx, or .csv in UTF-8 or GBK) as household documents.
     ImportRoster {
@@ -77,6 +117,8 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
 }
 
@@ -149,7 +191,14 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
-        Command::Serve { data, listen } => {
+        Command::Serve {
+            data,
+            listen,
+            tls,
+            behind_proxy,
+            public_url,
+        } => {
+            let tls = tls.load()?;
             if !data.data.join("doorstep.db").exists() {
                 eprintln!(
                     "no data in {} yet: starting a new, empty data folder",
@@ -162,12 +211,32 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     .await
                     .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
                 let addr = listener.local_addr().map_err(|e| e.to_string())?;
-                println!(
-                    "doorstep-server listening on http://{addr} (data in {})",
-                    data.data.display()
-                );
-                http::serve(listener, db).await.map_err(|e| e.to_string())
+                // One line, which tests and scripts read: where, and the key's pin.
+                match &tls {
+                    None => println!(
+                        "doorstep-server listening on http://{addr} (data in {})",
+                        data.data.display()
+                    ),
+                    Some(tls) => println!(
+                        "doorstep-server listening on https://{addr} (data in {}; key pin {})",
+                        data.data.display(),
+                        tls.pin
+                    ),
+                }
+                let options = http::ServeOptions {
+                    pin: tls.as_ref().map(|t| t.pin.clone()),
+                    tls: tls.map(|t| t.config),
+                    behind_proxy,
+                    public_url,
+                };
+                http::serve(listener, db, options)
+                    .await
+                    .map_err(|e| e.to_string())
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::TlsPin { cert } => {
+            println!("{}", doorstep_server::tls::pin_of_file(&cert)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::ImportRoster { data, json, file } => {
@@ -290,9 +359,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { data, listen } => {
+        Command::Demo { data, listen, tls } => {
+            let tls = tls.load()?;
             runtime()?
-                .block_on(demo::run(data.data, listen))
+                .block_on(demo::run(data.data, listen, tls))
                 .map_err(|e| e.to_string())?;
             Ok(ExitCode::SUCCESS)
         }

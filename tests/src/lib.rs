@@ -83,7 +83,8 @@ fn build_server_binary() -> PathBuf {
     bin
 }
 
-/// A running `doorstep-server serve` on a free loopback port; killed when dropped.
+/// A running `doorstep-server serve` on a free loopback port, over plain HTTP or TLS;
+/// killed when dropped.
 ///
 /// It logs at `debug`, the most it writes; every line is kept and, when the server is
 /// dropped, scanned by [`assert_no_personal_data`] (issue 4: no names, phone or ID
@@ -91,12 +92,16 @@ fn build_server_binary() -> PathBuf {
 #[derive(Debug)]
 pub struct ServerProcess {
     child: Child,
+    /// Kept open, so that what the server prints later does not meet a closed pipe.
+    _stdout: BufReader<std::process::ChildStdout>,
     /// The address it listens on.
     pub addr: SocketAddr,
     /// Its data folder.
     pub data: PathBuf,
     log: std::sync::Arc<std::sync::Mutex<String>>,
     log_reader: Option<std::thread::JoinHandle<()>>,
+    /// `http` or `https`, as the server said.
+    pub scheme: String,
 }
 
 impl ServerProcess {
@@ -106,12 +111,26 @@ impl ServerProcess {
         Self::start_with(data, &[])
     }
 
-    /// [`ServerProcess::start`] with more `serve` arguments.
-    pub fn start_with(data: &Path, extra: &[&str]) -> Self {
+    /// As [`ServerProcess::start`], serving HTTPS with the PEM certificate `cert` and
+    /// key `key`.
+    pub fn start_tls(data: &Path, cert: &Path, key: &Path) -> Self {
+        Self::start_with(
+            data,
+            &[
+                "--tls-cert".as_ref(),
+                cert.as_os_str(),
+                "--tls-key".as_ref(),
+                key.as_os_str(),
+            ],
+        )
+    }
+
+    /// As [`ServerProcess::start`], with more arguments to `serve`.
+    pub fn start_with(data: &Path, args: &[&std::ffi::OsStr]) -> Self {
         let mut child = Command::new(server_binary())
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
-            .args(extra)
+            .args(args)
             .env("RUST_LOG", "debug")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -133,28 +152,31 @@ impl ServerProcess {
             })
         };
         let stdout = child.stdout.take().expect("server stdout");
+        let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout)
+        stdout
             .read_line(&mut line)
             .expect("read the server's first line");
-        let addr = line
-            .split("://")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|s| s.parse().ok())
+        // "doorstep-server listening on http://127.0.0.1:1234 (data in ...)"
+        let (scheme, addr) = line
+            .split_whitespace()
+            .find_map(|word| word.split_once("://"))
+            .and_then(|(scheme, addr)| Some((scheme.to_string(), addr.parse().ok()?)))
             .unwrap_or_else(|| panic!("server did not say where it listens: {line:?}"));
         Self {
             child,
+            _stdout: stdout,
             addr,
             data: data.to_path_buf(),
             log,
             log_reader: Some(log_reader),
+            scheme,
         }
     }
 
-    /// `http://addr`.
+    /// `http://addr` or `https://addr`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// The log lines written so far.

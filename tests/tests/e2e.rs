@@ -4,6 +4,7 @@
 mod access;
 mod convergence;
 mod evidence;
+mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -88,7 +89,12 @@ struct Field {
 }
 
 fn field() -> Field {
-    let dir = tempfile::tempdir().unwrap();
+    field_with(tempfile::tempdir().unwrap(), ServerProcess::start)
+}
+
+/// As [`field`] in the folder `dir`, with the server started by `start` over its data
+/// folder.
+fn field_with(dir: tempfile::TempDir, start: impl FnOnce(&Path) -> ServerProcess) -> Field {
     let data = dir.path().join("server");
     import(&data, "roster/village_a.xlsx");
     let roster = doorstep_server::roster::read_roster(&fixture("roster/village_a.xlsx")).unwrap();
@@ -115,7 +121,7 @@ fn field() -> Field {
         )
         .unwrap();
     }
-    let server = ServerProcess::start(&data);
+    let server = start(&data);
     Field {
         _dir: dir,
         server,

@@ -463,7 +463,7 @@ fn every_role_every_endpoint_in_and_out_of_scope_gets_what_the_table_allows() {
             let d = device
                 .as_ref()
                 .map(|(d, _)| *d)
-                .unwrap_or_else(DeviceId::new);
+                .unwrap_or_default();
             check_push(
                 Permission::WriteVisit,
                 "records a visit",
