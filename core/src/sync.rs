@@ -275,9 +275,24 @@ impl Client {
             message: "the enrolment answer is not what a Doorstep server sends".into(),
         })?;
         store.set_setting("server_url", &self.base)?;
+        store.set_setting("server_pin", self.pin.as_deref().unwrap_or(""))?;
         store.set_setting("token", &answer.token)?;
         store.set_setting("registered_key", &hex::encode(store.device_public_key()))?;
         Ok(())
+    }
+
+    /// Enrols this phone from a scanned enrolment QR code: its server address, its
+    /// one-time code and, when the office gave one, the server key's pin, which every
+    /// later sync then requires.
+    ///
+    /// Errors: as [`EnrolPayload::parse`], [`Client::with_pin`] and [`Client::enrol`].
+    pub fn enrol_scanned(store: &mut Store, scanned: &str) -> Result<()> {
+        let p = EnrolPayload::parse(scanned)?;
+        let client = match &p.pin {
+            Some(pin) => Self::with_pin(&p.server, pin)?,
+            None => Self::new(&p.server),
+        };
+        client.enrol(store, &p.code)
     }
 
     /// `POST`s a CBOR body with the device token and returns the answer's body.

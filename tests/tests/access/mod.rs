@@ -460,10 +460,7 @@ fn every_role_every_endpoint_in_and_out_of_scope_gets_what_the_table_allows() {
             let mut check_push = |p: Permission, name: &str, ok: bool| {
                 record(format!("{user}'s phone {name} {at} ({p:?})"), phone(p), ok)
             };
-            let d = device
-                .as_ref()
-                .map(|(d, _)| *d)
-                .unwrap_or_default();
+            let d = device.as_ref().map(|(d, _)| *d).unwrap_or_default();
             check_push(
                 Permission::WriteVisit,
                 "records a visit",

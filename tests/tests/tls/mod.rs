@@ -410,3 +410,56 @@ fn tls_bad_certificate_and_key_files_are_clear_errors_with_exit_code_2() {
         );
     }
 }
+
+#[test]
+fn tls_a_phone_enrols_from_a_scanned_code_and_keeps_the_pin_it_carried() {
+    let (f, cert) = tls_field();
+    let pin = spki_pin(&cert.der).unwrap();
+    // What the office's `POST /v1/enrolments` gives when the server serves TLS.
+    let enrolment = ServerDb::open(&f.server.data)
+        .unwrap()
+        .issue_enrolment("worker-a", "office", &f.server.url(), Some(&pin))
+        .unwrap();
+    let mut phone = store(&f, "scanned");
+    Client::enrol_scanned(&mut phone, &enrolment.qr_payload).unwrap();
+    assert_eq!(phone.setting("server_pin").unwrap(), Some(pin));
+    sync_now(&mut phone, None, |_| {}).unwrap();
+    assert!(
+        !phone
+            .households(&HouseholdQuery::default())
+            .unwrap()
+            .is_empty()
+    );
+    // A code whose pin is not the server's is refused before anything is sent, and
+    // the code is still unused afterwards.
+    let other = self_signed(f._dir.path(), "other");
+    let second = ServerDb::open(&f.server.data)
+        .unwrap()
+        .issue_enrolment("worker-b", "office", &f.server.url(), None)
+        .unwrap();
+    let forged_second = second.qr_payload.replace(
+        "\"code\"",
+        &format!("\"pin\":\"{}\",\"code\"", spki_pin(&other.der).unwrap()),
+    );
+    let mut victim = store(&f, "victim");
+    assert!(matches!(
+        Client::enrol_scanned(&mut victim, &forged_second),
+        Err(Error::PinMismatch { .. })
+    ));
+    let mut ok = store(&f, "after");
+    Client::enrol_scanned(
+        &mut ok,
+        &second.qr_payload.replace(
+            "\"code\"",
+            &format!("\"pin\":\"{}\",\"code\"", spki_pin(&cert.der).unwrap()),
+        ),
+    )
+    .unwrap();
+    assert!(matches!(
+        Client::enrol_scanned(
+            &mut victim,
+            "{\"doorstep_enrol\":1,\"server\":\"ftp://x\",\"code\":\"A\"}"
+        ),
+        Err(Error::Invalid { .. })
+    ));
+}
