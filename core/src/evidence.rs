@@ -46,6 +46,9 @@ pub const LOG_DOMAIN: &[u8] = b"doorstep-log-v1\0";
 
 /// Prefix of the message the server signs for a receipt.
 pub const RECEIPT_DOMAIN: &[u8] = b"doorstep-receipt-v1\0";
+/// Domain prefix of the server's signature of an audit log entry's hash (the
+/// server's audit log, `server/src/audit.rs`).
+pub const AUDIT_DOMAIN: &[u8] = b"doorstep-audit-sig-v1\0";
 
 /// A SHA-256 digest, 32 bytes.
 pub type Sha256Digest = [u8; 32];
@@ -132,6 +135,13 @@ impl DeviceKey {
     pub fn sign_receipt(&self, entry_hash: &Sha256Digest) -> [u8; 64] {
         self.signing
             .sign(&domain(RECEIPT_DOMAIN, entry_hash))
+            .to_bytes()
+    }
+
+    /// Signs an audit log entry's hash (prefixed with [`AUDIT_DOMAIN`]). 64 bytes.
+    pub fn sign_audit(&self, entry_hash: &Sha256Digest) -> [u8; 64] {
+        self.signing
+            .sign(&domain(AUDIT_DOMAIN, entry_hash))
             .to_bytes()
     }
 }

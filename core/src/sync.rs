@@ -64,6 +64,25 @@ pub struct EnrolRequest {
     pub device_key: String,
 }
 
+/// `POST /v1/devices/enrol` answer (JSON).
+#[derive(Serialize, Deserialize)]
+pub struct EnrolResponse {
+    /// Bearer token for every later request of this device.
+    pub token: String,
+    /// The account the phone is enrolled for; visits are recorded under it.
+    pub username: String,
+}
+
+impl std::fmt::Debug for EnrolResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "EnrolResponse {{ token: <redacted>, username: {:?} }}",
+            self.username
+        )
+    }
+}
+
 /// What an enrolment QR code holds: JSON `{"doorstep_enrol": 1, "server": URL, "code":
 /// CODE, "pin": "sha256/..." (optional)}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,6 +273,7 @@ impl Client {
     ///
     /// Errors: [`Error::Unauthorized`] for a wrong, used or expired code;
     /// [`Error::Server`] (429) when too many codes were tried from this address;
+    /// [`Error::PinMismatch`] when the server's key is not the pinned one;
     /// [`Error::Network`].
     pub fn enrol(&self, store: &mut Store, code: &str) -> Result<()> {
         let body = serde_json::to_vec(&EnrolRequest {
@@ -267,15 +287,16 @@ impl Client {
             .post(self.url("/v1/devices/enrol"))
             .content_type("application/json")
             .send(&body[..])
-            .map_err(|e| Error::Network(e.to_string()))?;
+            .map_err(network_error)?;
         let (_, body) = Self::read(resp)?;
-        let answer: SignInResponse = serde_json::from_slice(&body).map_err(|_| Error::Server {
+        let answer: EnrolResponse = serde_json::from_slice(&body).map_err(|_| Error::Server {
             status: 200,
             code: "malformed_answer".into(),
             message: "the enrolment answer is not what a Doorstep server sends".into(),
         })?;
         store.set_setting("server_url", &self.base)?;
         store.set_setting("server_pin", self.pin.as_deref().unwrap_or(""))?;
+        store.set_setting("username", &answer.username)?;
         store.set_setting("token", &answer.token)?;
         store.set_setting("registered_key", &hex::encode(store.device_public_key()))?;
         Ok(())

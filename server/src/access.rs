@@ -254,6 +254,9 @@ pub enum Permission {
     WriteEvidence,
     /// Correct a household's phone, head of household or address (push, root fields).
     WriteProfile,
+    /// Upload photos and signature images, and ask which the server lacks
+    /// (`PUT /v1/blobs/{sha256}`, `POST /v1/blobs/missing`).
+    UploadFiles,
     /// Mark a visit received, approved or has issues (`POST
     /// /v1/households/{id}/visits/{visit}/review`, push path `reviews`).
     WriteReview,
@@ -296,6 +299,7 @@ pub const PERMISSIONS: &[(Permission, [Reach; 7])] = &[
     (Permission::WriteVisit, [S, S, S, N, N, N, N]),
     (Permission::WriteEvidence, [S, S, S, N, N, N, N]),
     (Permission::WriteProfile, [S, S, S, N, N, N, N]),
+    (Permission::UploadFiles, [T, T, T, N, N, N, N]),
     (Permission::WriteReview, [N, N, N, N, N, T, N]),
     (Permission::WriteFollowUpCall, [N, N, N, S, N, N, N]),
     (Permission::MoveHousehold, [N, N, N, N, N, T, N]),
@@ -438,7 +442,7 @@ mod tests {
         }
         assert_eq!(
             seen.len(),
-            16,
+            17,
             "a permission was added without a row, or the count here"
         );
         for r in Role::ALL {

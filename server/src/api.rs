@@ -13,7 +13,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
@@ -35,16 +35,24 @@ pub const SESSION_COOKIE: &str = "doorstep_session";
 /// Largest JSON body of these endpoints (64 KiB).
 pub const API_BODY_LIMIT: usize = 64 << 10;
 
-/// Sign-in and enrolment throttling (GCRA, the `governor` crate), keyed by account
-/// name and by client address. Every attempt takes a cell, whether it succeeds or not;
-/// an empty bucket answers 429 with `Retry-After` before any password is checked.
+/// Sign-in and enrolment throttling (GCRA, the `governor` crate), keyed three ways.
+/// Every attempt takes a cell from each bucket it falls in, whether it succeeds or
+/// not; an empty bucket answers 429 with `Retry-After` before any password is checked.
 ///
-/// Per account: a burst of 5, then one attempt every 20 s (a person who mistypes a
-/// few times is not slowed; a guesser gets 3 a minute). Per address: a burst of 30,
-/// then one every 2 s (an office behind one NAT signs in together at nine). These
-/// follow OWASP's Authentication Cheat Sheet: throttle, do not lock out.
+/// - Per account and address: a burst of 5, then one attempt every 20 s. A guesser at
+///   one address gets 3 a minute at one account; a person who mistypes a few times is
+///   not slowed, and a guesser elsewhere does not lock them out.
+/// - Per account, from anywhere: a burst of 20, then one every 30 s, against guessing
+///   spread over many addresses. This is the one bucket a guesser can empty for a
+///   victim; doing so takes an attempt every 30 s, sustained, and the audit log shows
+///   every one (`sign_in_refused`).
+/// - Per address: a burst of 30, then one every 2 s (an office behind one NAT signs in
+///   together at nine).
+///
+/// OWASP's Authentication Cheat Sheet: throttle rather than lock out.
 #[derive(Debug)]
 pub struct Throttle {
+    by_account_and_address: DefaultKeyedRateLimiter<(String, IpAddr)>,
     by_account: DefaultKeyedRateLimiter<String>,
     by_address: DefaultKeyedRateLimiter<IpAddr>,
 }
@@ -58,19 +66,24 @@ impl Default for Throttle {
                 .allow_burst(nz(burst))
         };
         Self {
-            by_account: RateLimiter::keyed(quota(Duration::from_secs(20), 5)),
+            by_account_and_address: RateLimiter::keyed(quota(Duration::from_secs(20), 5)),
+            by_account: RateLimiter::keyed(quota(Duration::from_secs(30), 20)),
             by_address: RateLimiter::keyed(quota(Duration::from_secs(2), 30)),
         }
     }
 }
 
 impl Throttle {
-    /// Takes a cell for the address, and for the account when one is named.
+    /// Takes a cell for the address, and for the account when one is named (its name
+    /// case-folded, as people type it either way).
     ///
     /// Errors: [`Error::Throttled`] with the seconds to wait.
     pub fn check(&self, account: Option<&str>, addr: IpAddr) -> Result<()> {
         // Bound the memory a flood of made-up names or addresses can take.
-        if self.by_account.len() > 100_000 || self.by_address.len() > 100_000 {
+        if self.by_account.len() > 100_000
+            || self.by_address.len() > 100_000
+            || self.by_account_and_address.len() > 100_000
+        {
             self.forget_idle();
         }
         let clock = DefaultClock::default();
@@ -81,11 +94,19 @@ impl Throttle {
             tracing::info!("sign-in throttled by address");
             return Err(wait(not_until.wait_time_from(clock.now())));
         }
-        if let Some(account) = account
-            && let Err(not_until) = self.by_account.check_key(&account.to_lowercase())
-        {
-            tracing::info!("sign-in throttled by account");
-            return Err(wait(not_until.wait_time_from(clock.now())));
+        if let Some(account) = account {
+            let account = account.to_lowercase();
+            if let Err(not_until) = self
+                .by_account_and_address
+                .check_key(&(account.clone(), addr))
+            {
+                tracing::info!("sign-in throttled by account and address");
+                return Err(wait(not_until.wait_time_from(clock.now())));
+            }
+            if let Err(not_until) = self.by_account.check_key(&account) {
+                tracing::info!("sign-in throttled by account");
+                return Err(wait(not_until.wait_time_from(clock.now())));
+            }
         }
         Ok(())
     }
@@ -93,6 +114,7 @@ impl Throttle {
     /// Forgets keys whose buckets are full again (bounds memory under a flood of
     /// made-up names); run now and then.
     pub fn forget_idle(&self) {
+        self.by_account_and_address.retain_recent();
         self.by_account.retain_recent();
         self.by_address.retain_recent();
     }
@@ -394,8 +416,12 @@ async fn tokens(
 async fn revoke_session(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
 ) -> Result<StatusCode> {
+    // Parsed here: axum's own rejection would quote the value back.
+    let id: i64 = id
+        .parse()
+        .map_err(|_| Error::NotFound("no such session".into()))?;
     let db = state.db.clone();
     blocking(move || {
         match db.session_owner(id)? {
@@ -474,9 +500,9 @@ async fn redeem_enrolment(
         Error::BadRequest("device_key is not 64 hex digits (an ed25519 public key)".into())
     })?;
     let db = state.db.clone();
-    let token = blocking(move || db.redeem_enrolment(&b.code, device, &key)).await?;
+    let (token, username) = blocking(move || db.redeem_enrolment(&b.code, device, &key)).await?;
     tracing::info!(%device, "device enrolled with a code");
-    Ok(Json(json!({ "token": token })).into_response())
+    Ok(Json(json!({ "token": token, "username": username })).into_response())
 }
 
 #[derive(Deserialize)]
@@ -493,11 +519,18 @@ fn default_limit() -> i64 {
     100
 }
 
+/// A query string, with a refusal that names no value (axum's would quote it).
+fn query<T>(q: std::result::Result<Query<T>, QueryRejection>, shape: &str) -> Result<T> {
+    q.map(|Query(q)| q)
+        .map_err(|_| Error::BadRequest(format!("the query string must be {shape}")))
+}
+
 async fn list_households(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    q: std::result::Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response> {
+    let q = query(q, "village=, grid=, offset= and limit= (whole numbers)")?;
     caller.require(Permission::ReadHouseholds)?;
     let db = state.db.clone();
     let rows = blocking(move || {
@@ -640,8 +673,9 @@ fn default_audit_limit() -> i64 {
 async fn audit_log(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<AuditQuery>,
+    q: std::result::Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Response> {
+    let q = query(q, "after= and limit= (whole numbers)")?;
     caller.require(Permission::ReadAudit)?;
     let db = state.db.clone();
     let by = caller.principal.username;
@@ -672,20 +706,24 @@ mod tests {
     #[test]
     fn throttling_slows_repeated_attempts_per_account_and_address() {
         let t = Throttle::default();
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let ip = |n: u8| IpAddr::from([192, 0, 2, n]);
+        let throttled = |r: Result<()>| matches!(r, Err(Error::Throttled { retry_after_s }) if retry_after_s >= 1);
         for _ in 0..5 {
-            t.check(Some("w"), a).unwrap();
+            t.check(Some("w"), ip(1)).unwrap();
         }
-        // The account's bucket is empty, from any address.
-        assert!(
-            matches!(t.check(Some("w"), b), Err(Error::Throttled { retry_after_s }) if retry_after_s >= 1)
-        );
-        assert!(matches!(
-            t.check(Some("W"), b),
-            Err(Error::Throttled { .. })
-        ));
+        // The account's bucket at this address is empty, whatever the case typed ...
+        assert!(throttled(t.check(Some("w"), ip(1))));
+        assert!(throttled(t.check(Some("W"), ip(1))));
+        // ... but the person at another address still signs in, until guesses from
+        // everywhere together empty the account's own bucket (20).
+        t.check(Some("w"), ip(2)).unwrap();
+        for n in 3..6 {
+            for _ in 0..5 {
+                let _ = t.check(Some("w"), ip(n));
+            }
+        }
+        assert!(throttled(t.check(Some("w"), ip(2))));
         // Another account from the first address still has room.
-        t.check(Some("x"), a).unwrap();
+        t.check(Some("x"), ip(1)).unwrap();
     }
 }

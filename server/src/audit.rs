@@ -1,13 +1,20 @@
 //! The audit log (issue 4): sign-ins, enrolments, pushes accepted and refused, reveals,
 //! exports, account and role changes. Append-only (SQLite triggers refuse updates and
-//! deletes) and hash-chained, so that an edit made around the triggers shows.
+//! deletes), hash-chained, and each entry signed with the server's ed25519 key (the
+//! evidence key, whose public half the organisation document lists on every phone), so
+//! that an edit made around the triggers shows even when the chain is recomputed:
+//! rewriting an entry needs the key file, not only the database.
 //!
 //! Entry hash: `SHA-256("doorstep-audit-v1\0" || prev_hash || JSON)`, where `JSON` is
 //! the entry's fields `seq, at_ms, actor, device_id, action, target, detail` serialised
 //! in that order by serde_json (compact, no spaces); `prev_hash` of the first entry is
-//! 32 zero bytes. An entry holds no names, phone or ID numbers: households by ID,
-//! accounts by account name, and a reveal's reason as typed.
+//! 32 zero bytes. Signature: ed25519 over `"doorstep-audit-sig-v1\0" || entry_hash`.
+//! An entry holds no names, phone or ID numbers: households by ID, residents by their
+//! API reference, accounts by account name, and a reveal's reason as typed.
 
+use doorstep_core::evidence::AUDIT_DOMAIN;
+use doorstep_core::evidence::DeviceKey;
+use ed25519_dalek::{Signature, VerifyingKey};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -41,6 +48,10 @@ pub struct AuditEntry {
     pub prev_hash: String,
     /// This entry's hash (hex).
     pub entry_hash: String,
+    /// The server key that signed it (hex, 32 bytes).
+    pub server_key: String,
+    /// Its ed25519 signature of the entry hash (hex, 64 bytes).
+    pub signature: String,
 }
 
 #[derive(Serialize)]
@@ -64,11 +75,13 @@ fn entry_hash(prev: &[u8], h: &Hashed<'_>) -> [u8; 32] {
 }
 
 /// Appends one entry in the caller's transaction (so that it is written if and only if
-/// the action is). Returns its `seq`.
+/// the action is), signed with `key`. Returns its `seq`.
 ///
 /// Errors: [`Error::Db`].
+#[allow(clippy::too_many_arguments)] // one per column of the entry
 pub fn append(
     conn: &Connection,
+    key: &DeviceKey,
     at_ms: i64,
     actor: &str,
     device_id: Option<&str>,
@@ -99,9 +112,11 @@ pub fn append(
             detail: &detail,
         },
     );
+    let signature = key.sign_audit(&hash);
     conn.execute(
-        "INSERT INTO audit_log (seq, at_ms, actor, device_id, action, target, detail, prev_hash, entry_hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO audit_log (seq, at_ms, actor, device_id, action, target, detail, prev_hash,
+                                entry_hash, server_key, signature)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             seq,
             at_ms,
@@ -111,7 +126,9 @@ pub fn append(
             target,
             detail.to_string(),
             prev,
-            &hash[..]
+            &hash[..],
+            &key.public()[..],
+            &signature[..]
         ],
     )?;
     Ok(seq)
@@ -122,7 +139,8 @@ pub fn append(
 /// Errors: [`Error::Db`]; [`Error::Internal`] for a `detail` that is not JSON.
 pub fn entries(conn: &Connection, after: i64, limit: i64) -> Result<Vec<AuditEntry>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT seq, at_ms, actor, device_id, action, target, detail, prev_hash, entry_hash
+        "SELECT seq, at_ms, actor, device_id, action, target, detail, prev_hash, entry_hash,
+                server_key, signature
            FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![after, limit], |r| {
@@ -136,11 +154,13 @@ pub fn entries(conn: &Connection, after: i64, limit: i64) -> Result<Vec<AuditEnt
             r.get::<_, String>(6)?,
             r.get::<_, Vec<u8>>(7)?,
             r.get::<_, Vec<u8>>(8)?,
+            r.get::<_, Vec<u8>>(9)?,
+            r.get::<_, Vec<u8>>(10)?,
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (seq, at_ms, actor, device_id, action, target, detail, prev, hash) = row?;
+        let (seq, at_ms, actor, device_id, action, target, detail, prev, hash, key, sig) = row?;
         out.push(AuditEntry {
             seq,
             at_ms,
@@ -153,17 +173,20 @@ pub fn entries(conn: &Connection, after: i64, limit: i64) -> Result<Vec<AuditEnt
             })?,
             prev_hash: hex::encode(prev),
             entry_hash: hex::encode(hash),
+            server_key: hex::encode(key),
+            signature: hex::encode(sig),
         });
     }
     Ok(out)
 }
 
 /// Checks the whole chain: numbering from 1 without gaps, each `prev_hash` the
-/// previous entry's hash, each `entry_hash` recomputed from the fields. Returns the
-/// number of entries.
+/// previous entry's hash, each `entry_hash` recomputed from the fields, and each
+/// signature made by one of `server_keys` (the server's keys, current and earlier).
+/// Returns the number of entries.
 ///
 /// Errors: [`Error::Internal`] naming the first entry that does not hold.
-pub fn verify(conn: &Connection) -> Result<i64> {
+pub fn verify(conn: &Connection, server_keys: &[[u8; 32]]) -> Result<i64> {
     let mut prev = vec![0u8; 32];
     let mut expected = 1i64;
     let mut after = 0i64;
@@ -200,6 +223,25 @@ pub fn verify(conn: &Connection) -> Result<i64> {
             if e.entry_hash != hex::encode(h) {
                 return Err(broken("its fields were changed after it was written"));
             }
+            let signed = hex::decode(&e.server_key)
+                .ok()
+                .and_then(|k| <[u8; 32]>::try_from(k).ok())
+                .filter(|k| server_keys.contains(k))
+                .and_then(|k| VerifyingKey::from_bytes(&k).ok())
+                .zip(
+                    hex::decode(&e.signature)
+                        .ok()
+                        .and_then(|s| Signature::from_slice(&s).ok()),
+                )
+                .is_some_and(|(k, sig)| {
+                    k.verify_strict(&[AUDIT_DOMAIN, &h[..]].concat(), &sig)
+                        .is_ok()
+                });
+            if !signed {
+                return Err(broken(
+                    "its signature is not the server's: it was rewritten without the key",
+                ));
+            }
             prev = h.to_vec();
             expected += 1;
             after = e.seq;
@@ -230,40 +272,80 @@ mod tests {
     #[test]
     fn the_chain_holds_and_any_edit_shows() {
         let conn = db();
+        let key = DeviceKey::from_seed(&[9; 32]);
+        let keys = [key.public()];
         for i in 0..5 {
+            let detail = json!({"reason": "回访"});
             append(
                 &conn,
+                &key,
                 1000 + i,
                 "office1",
                 None,
                 "reveal",
                 "hh",
-                json!({"reason": "回访"}),
+                detail,
             )
             .unwrap();
         }
-        assert_eq!(verify(&conn).unwrap(), 5);
+        assert_eq!(verify(&conn, &keys).unwrap(), 5);
         // The triggers refuse edits ...
-        assert!(
-            conn.execute("UPDATE audit_log SET actor = 'x' WHERE seq = 2", [])
-                .is_err()
-        );
+        let update = conn.execute("UPDATE audit_log SET actor = 'x' WHERE seq = 2", []);
+        assert!(update.is_err());
         assert!(
             conn.execute("DELETE FROM audit_log WHERE seq = 5", [])
                 .is_err()
         );
         // ... and an edit made around them is found.
-        conn.execute_batch("DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;")
-            .unwrap();
-        conn.execute(
-            "UPDATE audit_log SET detail = '{\"reason\":\"x\"}' WHERE seq = 3",
-            [],
-        )
-        .unwrap();
-        let e = verify(&conn).unwrap_err().to_string();
+        let drop = "DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;";
+        conn.execute_batch(drop).unwrap();
+        let edit = "UPDATE audit_log SET detail = '{\"reason\":\"x\"}' WHERE seq = 3";
+        conn.execute(edit, []).unwrap();
+        let e = verify(&conn, &keys).unwrap_err().to_string();
         assert!(e.contains("entry 3"), "{e}");
         conn.execute("DELETE FROM audit_log WHERE seq = 3", [])
             .unwrap();
-        assert!(verify(&conn).unwrap_err().to_string().contains("entry 4"));
+        let e = verify(&conn, &keys).unwrap_err().to_string();
+        assert!(e.contains("entry 4"), "{e}");
+    }
+
+    #[test]
+    fn a_chain_recomputed_without_the_key_is_caught() {
+        let conn = db();
+        let key = DeviceKey::from_seed(&[9; 32]);
+        let forger = DeviceKey::from_seed(&[10; 32]);
+        for i in 0..3 {
+            append(&conn, &key, i, "office1", None, "review", "hh", json!({})).unwrap();
+        }
+        // Someone with the database but not the key file rewrites entry 2 and every
+        // hash after it, signing with a key of their own.
+        let drop = "DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;";
+        conn.execute_batch(drop).unwrap();
+        conn.execute("DELETE FROM audit_log WHERE seq >= 2", [])
+            .unwrap();
+        append(
+            &conn,
+            &forger,
+            1,
+            "worker2",
+            None,
+            "review",
+            "hh",
+            json!({}),
+        )
+        .unwrap();
+        append(
+            &conn,
+            &forger,
+            2,
+            "office1",
+            None,
+            "review",
+            "hh",
+            json!({}),
+        )
+        .unwrap();
+        let e = verify(&conn, &[key.public()]).unwrap_err().to_string();
+        assert!(e.contains("entry 2") && e.contains("signature"), "{e}");
     }
 }

@@ -48,6 +48,11 @@ pub const APPLICATION_ID: i32 = 0x4453_5356;
 /// bounds every field it writes, so only a broken or hostile client comes near this.
 pub const MAX_CHANGE_BYTES: usize = 1 << 20;
 
+/// Bytes of refused changes kept per phone (16 MiB); past it, only their hashes and
+/// reasons, so that a hostile phone cannot fill the disk with changes it knows will be
+/// refused.
+pub const REFUSED_BYTES_PER_DEVICE: i64 = 16 << 20;
+
 /// Bound on the bytes of document updates in one pull page (2 MiB).
 pub const PAGE_BYTES: usize = 2 << 20;
 /// Bound on change-log rows read for one pull page.
@@ -379,6 +384,7 @@ impl ServerDb {
             server: self,
             organisation: None,
             seen: evidence::SeenInPush::default(),
+            refused_budget: None,
         };
         for doc_changes in &req.push {
             push.doc(doc_changes.doc, &doc_changes.changes, &mut resp)?;
@@ -398,6 +404,7 @@ impl ServerDb {
             };
             crate::audit::append(
                 &tx,
+                &self.server_key,
                 now,
                 &device.username,
                 Some(&device.device_id.to_string()),
@@ -656,6 +663,9 @@ struct Push<'a> {
     organisation: Option<Organisation>,
     /// Evidence record IDs and counters accepted earlier in this push.
     seen: evidence::SeenInPush,
+    /// Bytes of refused changes this device may still have kept (read at the first
+    /// refusal).
+    refused_budget: Option<i64>,
 }
 
 impl Push<'_> {
@@ -686,14 +696,18 @@ impl Push<'_> {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()?;
-        let refuse_all = |this: &Self, resp: &mut SyncResponse, reason: &str| -> Result<()> {
+        let refuse_all = |this: &mut Self, resp: &mut SyncResponse, reason: &str| -> Result<()> {
             for (hash, bytes, _) in &parsed {
                 this.refuse(resp, doc_id, hash, bytes, reason)?;
             }
             Ok(())
         };
+        // One answer for unknown and out of scope, so that pushes cannot probe which
+        // households exist (their IDs derive from village, door number and head).
+        const NOT_YOURS: &str =
+            "the household is not known to the server or outside this account's scope";
         let Some((bytes, kind, village, grid)) = row else {
-            return refuse_all(self, resp, "the household is not known to the server");
+            return refuse_all(self, resp, NOT_YOURS);
         };
         if kind != "household" {
             return refuse_all(
@@ -703,7 +717,7 @@ impl Push<'_> {
             );
         }
         if !self.device.scope.covers(&village, &grid) {
-            return refuse_all(self, resp, "the household is outside this account's scope");
+            return refuse_all(self, resp, NOT_YOURS);
         }
         let principal = self.device.principal();
         let mut doc = Automerge::load(&bytes).map_err(|e| Error::Internal(e.to_string()))?;
@@ -816,8 +830,10 @@ impl Push<'_> {
             };
             // The role's write rules, by changed path (DESIGN.md section 6): every
             // path the change touches must be one the permission table lets this
-            // account write in this household.
-            if let Err(reason) = paths_allowed(&doc, &trial, &principal, &village, &grid) {
+            // account write in this household, and a visit it creates must be its own.
+            let allowed = paths_allowed(&doc, &trial, change, &principal, &village, &grid)
+                .and_then(|()| new_visits_are_own(&doc, &trial, self.device));
+            if let Err(reason) = allowed {
                 self.refuse(resp, doc_id, hash, raw_bytes, &reason)?;
                 refused_here.insert(change.hash());
                 continue;
@@ -923,13 +939,30 @@ impl Push<'_> {
     }
 
     fn refuse(
-        &self,
+        &mut self,
         resp: &mut SyncResponse,
         doc_id: Uuid,
         hash: &[u8],
         bytes: &[u8],
         reason: &str,
     ) -> Result<()> {
+        // The bytes are kept for the office to inspect, up to a budget per phone; past
+        // it only the hash and reason (the phone keeps the change itself).
+        if self.refused_budget.is_none() {
+            let used: i64 = self.tx.query_row(
+                "SELECT coalesce(sum(length(bytes)), 0) FROM refused_changes WHERE device_id = ?1",
+                [self.device.device_id.to_string()],
+                |r| r.get(0),
+            )?;
+            self.refused_budget = Some(REFUSED_BYTES_PER_DEVICE - used);
+        }
+        let budget = self.refused_budget.unwrap_or(0);
+        let bytes: &[u8] = if (bytes.len() as i64) <= budget {
+            bytes
+        } else {
+            &[]
+        };
+        self.refused_budget = Some(budget - bytes.len() as i64);
         self.tx.execute(
             "INSERT OR IGNORE INTO refused_changes (hash, doc_id, device_id, reason, bytes, refused_at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -981,18 +1014,80 @@ fn changed_root_keys(before: &Automerge, after: &Automerge) -> BTreeSet<String> 
     keys
 }
 
-/// Checks that `principal` may write every path on which `after` differs from
-/// `before`, in a household of `village` and `grid`, by [`access::permission_for_path`]
-/// and the permission table. Returns the refusal's reason, naming the path and the
-/// role.
+/// The root keys under which the operations of `change` write, found through each
+/// target object's parents in `after` (the document with the change applied). The diff
+/// shows only what became visible; this also catches writes into objects that no
+/// longer show (overwritten, or losing a conflict), which are refused outright: no
+/// honest phone writes into an object it cannot see.
+fn op_root_keys(
+    after: &Automerge,
+    change: &Change,
+) -> std::result::Result<BTreeSet<String>, String> {
+    use automerge::legacy::{Key, ObjectId};
+    let mut keys = BTreeSet::new();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for op in change.decode().operations {
+        let id = match &op.obj {
+            ObjectId::Root => {
+                match &op.key {
+                    Key::Map(k) => keys.insert(k.to_string()),
+                    Key::Seq(_) => return Err("the household's root is a map".into()),
+                };
+                continue;
+            }
+            ObjectId::Id(id) => format!("{}@{}", id.counter(), id.actor().to_hex_string()),
+        };
+        if let Some(k) = seen.get(&id) {
+            keys.insert(k.clone());
+            continue;
+        }
+        let obj = after.import_obj(&id).map_err(|_| {
+            "the change writes into an object the household does not hold".to_string()
+        })?;
+        let parents: Vec<automerge::Parent> = after
+            .parents(&obj)
+            .map_err(|_| {
+                "the change writes into an object the household does not hold".to_string()
+            })?
+            .collect();
+        if parents.iter().any(|p| !p.visible) {
+            return Err(
+                "the change writes into an object that is no longer part of the household".into(),
+            );
+        }
+        let Some(automerge::Parent {
+            prop: automerge::Prop::Map(root_key),
+            ..
+        }) = parents.last()
+        else {
+            return Err("the change writes into an object the household does not hold".into());
+        };
+        seen.insert(id, root_key.clone());
+        keys.insert(root_key.clone());
+    }
+    Ok(keys)
+}
+
+/// Checks that `principal` may write every path `change` touches in a household of
+/// `village` and `grid`, by [`access::permission_for_path`] and the permission table:
+/// the root keys on which `after` differs from `before` (Automerge's diff), and those
+/// its operations write under ([`op_root_keys`]). An empty change is refused: it
+/// touches nothing anyone may write, yet would be stored and sent to every phone.
+/// Returns the refusal's reason, naming the path and the role.
 fn paths_allowed(
     before: &Automerge,
     after: &Automerge,
+    change: &Change,
     principal: &Principal,
     village: &str,
     grid: &str,
 ) -> std::result::Result<(), String> {
-    for key in changed_root_keys(before, after) {
+    if change.len() == 0 {
+        return Err("an empty change writes nothing".into());
+    }
+    let mut keys = changed_root_keys(before, after);
+    keys.extend(op_root_keys(after, change)?);
+    for key in keys {
         match access::permission_for_path(&key) {
             Some(p) if principal.may(p, village, grid) => {}
             Some(p) => {
@@ -1006,6 +1101,44 @@ fn paths_allowed(
                     "`{key}` of a household is written by the server only"
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Checks that every visit `after` holds and `before` did not was started by `device`
+/// itself: its `device_id` is the pushing device and its `visitor` the device's
+/// account, so nobody records a visit in a colleague's name.
+fn new_visits_are_own(
+    before: &Automerge,
+    after: &Automerge,
+    device: &Device,
+) -> std::result::Result<(), String> {
+    let visits = |doc: &Automerge| match doc.get(automerge::ROOT, "visits") {
+        Ok(Some((automerge::Value::Object(automerge::ObjType::Map), id))) => Some(id),
+        _ => None,
+    };
+    let (Some(old), Some(new)) = (visits(before), visits(after)) else {
+        return Ok(());
+    };
+    let existing: HashSet<String> = before.keys(&old).collect();
+    let text = |obj: &automerge::ObjId, key: &str| match after.get(obj, key) {
+        Ok(Some((automerge::Value::Scalar(v), _))) => match v.as_ref() {
+            automerge::ScalarValue::Str(s) => Some(s.to_string()),
+            _ => None,
+        },
+        _ => None,
+    };
+    for key in after.keys(&new).filter(|k| !existing.contains(k)) {
+        let Ok(Some((automerge::Value::Object(_), visit))) = after.get(&new, key.as_str()) else {
+            continue;
+        };
+        if text(&visit, "device_id").as_deref() != Some(device.device_id.to_string().as_str())
+            || text(&visit, "visitor").as_deref() != Some(device.username.as_str())
+        {
+            return Err(format!(
+                "visit {key} names another phone or person; a phone records its own visits"
+            ));
         }
     }
     Ok(())
@@ -1471,7 +1604,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             unknown.rejected[0].reason,
-            "the household is not known to the server"
+            "the household is not known to the server or outside this account's scope"
         );
         let old = SyncRequest {
             v: 99,

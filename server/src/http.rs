@@ -316,9 +316,10 @@ async fn sync(
 #[tracing::instrument(skip_all)]
 async fn missing_blobs(
     State(state): State<AppState>,
-    AuthDevice(_device): AuthDevice,
+    AuthDevice(device): AuthDevice,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse> {
+    may_upload(&device)?;
     let body = body.map_err(|r| Error::from_body(r, BLOB_QUERY_LIMIT))?;
     let q: BlobQuery = protocol::decode(&body)
         .map_err(|_| Error::BadRequest("the body is not a CBOR blob query".into()))?;
@@ -330,14 +331,29 @@ async fn missing_blobs(
 #[tracing::instrument(skip_all)]
 async fn put_blob(
     State(state): State<AppState>,
-    AuthDevice(_device): AuthDevice,
+    AuthDevice(device): AuthDevice,
     Path(sha256): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse> {
+    may_upload(&device)?;
     let body = body.map_err(|r| Error::from_body(r, BLOB_BODY_LIMIT))?;
     let db = state.db.clone();
     blocking(move || db.put_blob(&sha256, &body)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Only roles that take photos and signatures upload files (the permission table's
+/// `UploadFiles`).
+fn may_upload(device: &Device) -> Result<()> {
+    let p = crate::access::Permission::UploadFiles;
+    if device.principal().may_at_all(p) {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(format!(
+            "a {} phone uploads no files ({p:?})",
+            device.role.as_str()
+        )))
+    }
 }
 
 /// Serves the sync API on an already bound listener, over TLS when `options.tls` is

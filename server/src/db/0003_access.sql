@@ -81,7 +81,9 @@ CREATE TABLE audit_log (
     target     TEXT NOT NULL,
     detail     TEXT NOT NULL,                        -- JSON object
     prev_hash  BLOB NOT NULL,
-    entry_hash BLOB NOT NULL
+    entry_hash BLOB NOT NULL,
+    server_key BLOB NOT NULL,                        -- 32 bytes, the evidence key
+    signature  BLOB NOT NULL                         -- ed25519 over the entry hash
 ) STRICT;
 CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;

@@ -22,6 +22,8 @@ use crate::error::{Error, Result};
 pub const SESSION_TTL_MS: i64 = 12 * 3600 * 1000;
 /// A web session ends after this long without a request (2 hours).
 pub const SESSION_IDLE_MS: i64 = 2 * 3600 * 1000;
+/// Bytes of pushes kept per revoked phone (32 MiB).
+pub const REVOKED_PUSH_BYTES: i64 = 32 << 20;
 /// An enrolment code can be redeemed for this long after it is issued (72 hours).
 pub const ENROLMENT_TTL_MS: i64 = 72 * 3600 * 1000;
 
@@ -149,12 +151,23 @@ fn check_username(username: &str) -> Result<()> {
             "a user name is 1 to 64 characters".into(),
         ));
     }
-    if username.trim() != username || username.chars().any(char::is_control) {
+    if username.trim() != username
+        || username
+            .chars()
+            .any(|c| c.is_control() || is_invisible_format(c))
+    {
         return Err(Error::BadRequest(
-            "the user name starts or ends with a space, or holds a control character".into(),
+            "the user name starts or ends with a space, or holds a control or invisible formatting character".into(),
         ));
     }
     Ok(())
+}
+
+/// Unicode format characters that change how text reads without showing (zero-width
+/// spaces and joiners, bidirectional overrides and isolates, the byte-order mark): a
+/// name holding one can pass for another name in a list or the audit log.
+pub(crate) fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}')
 }
 
 /// Passwords of 8 to 128 characters, not blank (OWASP ASVS 2.1.1 and 2.1.2).
@@ -267,7 +280,16 @@ impl ServerDb {
     ) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        audit::append(&tx, now_ms(), actor, device, action, target, detail)?;
+        audit::append(
+            &tx,
+            &self.server_key,
+            now_ms(),
+            actor,
+            device,
+            action,
+            target,
+            detail,
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -277,11 +299,19 @@ impl ServerDb {
         audit::entries(&self.conn(), after, limit.clamp(1, 10_000))
     }
 
-    /// Checks the audit log's chain; returns its length.
+    /// Checks the audit log's chain and signatures; returns its length.
     ///
     /// Errors: [`Error::Internal`] naming the first entry that does not hold.
     pub fn verify_audit(&self) -> Result<i64> {
-        audit::verify(&self.conn())
+        // The server's keys: the current one, and every one the organisation document
+        // lists (which every phone holds a copy of, so a key added there shows).
+        let mut keys = vec![self.server_key.public()];
+        for k in self.organisation()?.server_keys.keys() {
+            if let Some(k) = doorstep_core::evidence::parse_sha256(k) {
+                keys.push(k);
+            }
+        }
+        audit::verify(&self.conn(), &keys)
     }
 
     /// Adds an account with an argon2id password hash (OWASP parameters: 19 MiB, 2
@@ -315,6 +345,7 @@ impl ServerDb {
         )?;
         audit::append(
             &tx,
+            &self.server_key,
             now,
             by,
             None,
@@ -388,7 +419,16 @@ impl ServerDb {
         } else {
             "user_enabled"
         };
-        audit::append(&tx, now, by, None, action, username, json!({}))?;
+        audit::append(
+            &tx,
+            &self.server_key,
+            now,
+            by,
+            None,
+            action,
+            username,
+            json!({}),
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -413,7 +453,16 @@ impl ServerDb {
             "UPDATE sessions SET revoked_at_ms = ?2 WHERE user_id = ?1 AND revoked_at_ms IS NULL",
             params![user.id, now],
         )?;
-        audit::append(&tx, now, by, None, "password_reset", username, json!({}))?;
+        audit::append(
+            &tx,
+            &self.server_key,
+            now,
+            by,
+            None,
+            "password_reset",
+            username,
+            json!({}),
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -435,6 +484,7 @@ impl ServerDb {
         )?;
         audit::append(
             &tx,
+            &self.server_key,
             now,
             by,
             None,
@@ -508,6 +558,7 @@ impl ServerDb {
         let session = tx.last_insert_rowid();
         audit::append(
             &tx,
+            &self.server_key,
             now,
             username,
             None,
@@ -603,6 +654,7 @@ impl ServerDb {
         )?;
         audit::append(
             &tx,
+            &self.server_key,
             now,
             by,
             None,
@@ -731,6 +783,7 @@ impl ServerDb {
             )?;
             audit::append(
                 &tx,
+                &self.server_key,
                 now,
                 by,
                 None,
@@ -744,8 +797,9 @@ impl ServerDb {
     }
 
     /// Keeps a push a revoked phone tried to make (not applied), so the office sees
-    /// what it had not synced. At most 64 pushes per phone are kept; later ones are
-    /// only counted in the audit log.
+    /// what it had not synced: up to [`REVOKED_PUSH_BYTES`] per phone, each kept push
+    /// audited. Past the budget, pushes are neither kept nor audited again (the phone
+    /// keeps its outbox; a stolen phone cannot fill the disk or the log).
     pub fn keep_revoked_push(
         &self,
         device_id: &str,
@@ -756,26 +810,28 @@ impl ServerDb {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let kept: i64 = tx.query_row(
-            "SELECT count(*) FROM revoked_pushes WHERE device_id = ?1",
+            "SELECT coalesce(sum(length(body)), 0) FROM revoked_pushes WHERE device_id = ?1",
             [device_id],
             |r| r.get(0),
         )?;
-        let now = now_ms();
-        if kept < 64 {
-            tx.execute(
-                "INSERT INTO revoked_pushes (device_id, at_ms, households, changes, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![device_id, now, households as i64, changes as i64, body],
-            )?;
+        if kept + body.len() as i64 > REVOKED_PUSH_BYTES {
+            return Ok(());
         }
+        let now = now_ms();
+        tx.execute(
+            "INSERT INTO revoked_pushes (device_id, at_ms, households, changes, body)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![device_id, now, households as i64, changes as i64, body],
+        )?;
         audit::append(
             &tx,
+            &self.server_key,
             now,
             SERVER_ACTOR,
             Some(device_id),
             "push_refused_revoked",
             device_id,
-            json!({"households": households, "changes": changes, "kept": kept < 64}),
+            json!({"households": households, "changes": changes}),
         )?;
         tx.commit()?;
         Ok(())
@@ -823,6 +879,7 @@ impl ServerDb {
         let code_id = tx.last_insert_rowid();
         audit::append(
             &tx,
+            &self.server_key,
             now,
             by,
             None,
@@ -844,8 +901,8 @@ impl ServerDb {
 
     /// Redeems an enrolment code for a phone: once, before it expires, for an enabled
     /// account. Enrols the device (a new token, any earlier token of the device
-    /// replaced) and registers its evidence key. Returns the device token. Audited,
-    /// refusals too.
+    /// replaced) and registers its evidence key. Returns the device token and the
+    /// account's name (the phone records visits under it). Audited, refusals too.
     ///
     /// Errors: [`Error::Unauthorized`] for an unknown, used or expired code (one message
     /// for all); [`Error::Conflict`] when the device belongs to another account or the
@@ -855,7 +912,7 @@ impl ServerDb {
         code: &str,
         device_id: DeviceId,
         device_key: &[u8; 32],
-    ) -> Result<String> {
+    ) -> Result<(String, String)> {
         const BAD_CODE: &str =
             "the enrolment code is wrong, used or expired; ask the office for a new one";
         let hash = self.lookup.mac("enrolment", &normalise_code(code));
@@ -871,9 +928,10 @@ impl ServerDb {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
             )
             .optional()?;
-        let refuse = |tx: Transaction<'_>, why: &str, target: &str| -> Result<String> {
+        let refuse = |tx: Transaction<'_>, why: &str, target: &str| -> Result<(String, String)> {
             audit::append(
                 &tx,
+                &self.server_key,
                 now,
                 SERVER_ACTOR,
                 Some(&device_id.to_string()),
@@ -896,6 +954,17 @@ impl ServerDb {
         if disabled.is_some() {
             return refuse(tx, "account disabled", &username);
         }
+        // The role may have changed since the code was issued: a code never enrols a
+        // phone for a role that takes none.
+        let role: String =
+            tx.query_row("SELECT role FROM users WHERE id = ?1", [user_id], |r| {
+                r.get(0)
+            })?;
+        if Role::parse(&role).is_none_or(|r| {
+            crate::access::reach(r, Permission::EnrolDevice) == crate::access::Reach::No
+        }) {
+            return refuse(tx, "the account's role takes no phone", &username);
+        }
         enrol_device(&tx, user_id, device_id, &token, "code", now)?;
         evidence::register_key(&tx, &device_id, device_key, now)?;
         tx.execute(
@@ -904,6 +973,7 @@ impl ServerDb {
         )?;
         audit::append(
             &tx,
+            &self.server_key,
             now,
             &username,
             Some(&device_id.to_string()),
@@ -912,7 +982,7 @@ impl ServerDb {
             json!({"code": code_id}),
         )?;
         tx.commit()?;
-        Ok(token)
+        Ok((token, username))
     }
 
     /// Signs a phone in with the account's password (the alternative to an enrolment
@@ -949,6 +1019,7 @@ impl ServerDb {
         }
         audit::append(
             &tx,
+            &self.server_key,
             now,
             username,
             Some(&device),
@@ -995,13 +1066,19 @@ impl ServerDb {
         if disabled.is_some() {
             return Err(Error::Unauthorized("the account is disabled"));
         }
+        let role =
+            Role::parse(&role).ok_or_else(|| Error::Internal("stored role is not known".into()))?;
+        if crate::access::reach(role, Permission::EnrolDevice) == crate::access::Reach::No {
+            // The account's role changed to one that takes no phone (office, admin): its
+            // phones stop, rather than carry office powers on a token that never expires.
+            return Err(Error::Unauthorized("this account's role takes no phone"));
+        }
         Ok(Device {
             device_id: DeviceId::parse(&device)
                 .ok_or_else(|| Error::Internal("stored device ID is not a UUID".into()))?,
             user_id,
             username,
-            role: Role::parse(&role)
-                .ok_or_else(|| Error::Internal("stored role is not known".into()))?,
+            role,
             scope: Scope::from_json(&scope),
         })
     }

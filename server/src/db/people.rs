@@ -40,7 +40,9 @@ pub struct HouseholdRow {
 /// A resident as the API shows it: ID and phone masked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResidentView {
-    /// Resident ID.
+    /// The resident's reference for this API ([`ServerDb::resident_ref`]), not the
+    /// resident's ID in the document: roster IDs derive from the ID number without a
+    /// key, so showing them would let anyone recover the masked digits.
     pub id: String,
     /// Name.
     pub name: String,
@@ -115,7 +117,7 @@ pub enum RevealField {
 pub struct LookupMatch {
     /// Household ID.
     pub household_id: String,
-    /// Resident ID.
+    /// The resident's reference ([`ServerDb::resident_ref`]).
     pub resident_id: String,
     /// Village.
     pub village: String,
@@ -135,6 +137,17 @@ fn forbidden(p: &Principal, perm: Permission) -> Error {
 }
 
 impl ServerDb {
+    /// The reference by which the API names a resident: 32 hex digits of
+    /// `HMAC-SHA256(lookup key, "resident-ref" ‖ household ‖ resident ID)`. Stable, so
+    /// pages can link to it, and unlinkable to the ID number without the server's key.
+    pub fn resident_ref(&self, household: &str, resident_id: &str) -> String {
+        hex::encode(
+            &self
+                .lookup
+                .mac("resident-ref", &format!("{household}|{resident_id}"))[..16],
+        )
+    }
+
     /// Where a household is: `(village, grid)`, or `None` when unknown.
     pub fn household_place(&self, id: HouseholdId) -> Result<Option<(String, String)>> {
         Ok(self
@@ -249,7 +262,7 @@ impl ServerDb {
                 .residents
                 .iter()
                 .map(|(rid, r)| ResidentView {
-                    id: rid.clone(),
+                    id: self.resident_ref(&id.to_string(), rid),
                     name: r.name.clone(),
                     relation: r.relation.clone(),
                     sex: r.sex.clone(),
@@ -263,8 +276,8 @@ impl ServerDb {
         })
     }
 
-    /// Shows one ID or phone number in full: a resident's (`resident` given) or the
-    /// household's contact phone. Needs `RevealPersonalData` and a reason of 2 to 200
+    /// Shows one ID or phone number in full: a resident's (`resident` given, as the
+    /// reference [`ServerDb::household_view`] shows) or the household's contact phone. Needs `RevealPersonalData` and a reason of 2 to 200
     /// characters; written to the audit log (who, which household, resident and field,
     /// and the reason; never the value) before the value is returned.
     ///
@@ -283,7 +296,13 @@ impl ServerDb {
         self.check_household(p, Permission::RevealPersonalData, id)?;
         let reason = reason.trim();
         let n = reason.chars().count();
-        if !(2..=200).contains(&n) || reason.chars().any(char::is_control) {
+        let visible = reason.chars().filter(|c| c.is_alphanumeric()).count();
+        if !(2..=200).contains(&n)
+            || visible < 2
+            || reason
+                .chars()
+                .any(|c| c.is_control() || super::accounts::is_invisible_format(c))
+        {
             return Err(Error::BadRequest(
                 "give a reason of 2 to 200 characters for seeing this in full".into(),
             ));
@@ -298,10 +317,13 @@ impl ServerDb {
                     "an ID number belongs to a resident: name the resident".into(),
                 ));
             }
-            (Some(rid), f) => {
+            (Some(reference), f) => {
+                let hid = id.to_string();
                 let r = h
                     .residents
-                    .get(rid)
+                    .iter()
+                    .find(|(rid, _)| self.resident_ref(&hid, rid) == reference)
+                    .map(|(_, r)| r)
                     .ok_or_else(|| Error::NotFound("no such resident in this household".into()))?;
                 match f {
                     RevealField::IdNumber => r.id_number.clone(),
@@ -315,6 +337,7 @@ impl ServerDb {
         let tx = conn.transaction()?;
         audit::append(
             &tx,
+            &self.server_key,
             now_ms(),
             &p.username,
             device,
@@ -355,11 +378,13 @@ impl ServerDb {
                   WHERE r.id_hmac = ?1",
             )?;
             stmt.query_map([&mac[..]], |r| {
+                let household_id = Uuid::from_slice(&r.get::<_, Vec<u8>>(0)?)
+                    .unwrap_or_default()
+                    .to_string();
+                let rid: String = r.get(1)?;
                 Ok(LookupMatch {
-                    household_id: Uuid::from_slice(&r.get::<_, Vec<u8>>(0)?)
-                        .unwrap_or_default()
-                        .to_string(),
-                    resident_id: r.get(1)?,
+                    resident_id: self.resident_ref(&household_id, &rid),
+                    household_id,
                     village: r.get(2)?,
                     grid: r.get(3)?,
                 })
@@ -372,6 +397,7 @@ impl ServerDb {
         let tx = conn.transaction()?;
         audit::append(
             &tx,
+            &self.server_key,
             now_ms(),
             &p.username,
             device,
@@ -447,7 +473,7 @@ impl ServerDb {
                     String::new()
                 };
                 let visits: i64 = r.get(10)?;
-                w.write_record([
+                let record = [
                     village,
                     grid,
                     r.get::<_, String>(2)?,
@@ -461,8 +487,9 @@ impl ServerDb {
                         .map(|p| mask_phone(&p))
                         .unwrap_or_default(),
                     visits.to_string(),
-                ])
-                .map_err(|e| Error::Internal(e.to_string()))?;
+                ];
+                w.write_record(record.iter().map(|c| spreadsheet_safe(c).into_owned()))
+                    .map_err(|e| Error::Internal(e.to_string()))?;
                 rows += 1;
             }
             w.flush()?;
@@ -529,6 +556,7 @@ impl ServerDb {
         project_household(&tx, &self.lookup, id.0, &mut doc, now)?;
         audit::append(
             &tx,
+            &self.server_key,
             now,
             &p.username,
             None,
@@ -543,6 +571,18 @@ impl ServerDb {
     /// Whether a household exists at all (for tests and the command line).
     pub fn household_exists(&self, id: HouseholdId) -> Result<bool> {
         Ok(self.household_place(id)?.is_some())
+    }
+}
+
+/// A cell a spreadsheet shows as text: one starting with `=`, `+`, `-`, `@`, a tab or a
+/// carriage return (which Excel and WPS read as a formula) gets a leading apostrophe,
+/// as OWASP's "CSV Injection" advises. Names, addresses and remarks come from phones
+/// and rosters, so any of them may be hostile.
+pub fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        std::borrow::Cow::Owned(format!("'{cell}"))
+    } else {
+        std::borrow::Cow::Borrowed(cell)
     }
 }
 
@@ -589,6 +629,9 @@ mod tests {
         assert!(csv.contains("110101********1234"), "{csv}");
         assert!(csv.contains("138****5678") && csv.contains("139****4321"));
         assert!(!csv.contains("110101199001011234") && !csv.contains("13812345678"));
+        assert_eq!(spreadsheet_safe("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        assert_eq!(spreadsheet_safe("张三"), "张三");
+        assert_eq!(spreadsheet_safe("-1"), "'-1");
         let worker = Principal {
             role: Role::GridWorker,
             scope: Scope::grids(vec![GridRef::new("甲村", "第1网格")]),

@@ -224,11 +224,21 @@ impl Town {
         Automerge::load(&bytes).unwrap()
     }
 
-    /// The ID of the household's first resident.
+    /// The API's reference to the household's first resident, as the office sees it.
     fn resident_id(&self, h: HouseholdId) -> String {
-        let doc = self.server_doc(h);
-        let hh = model::read_household(&doc).unwrap();
-        hh.residents.keys().next().unwrap().clone()
+        let office = self.session("office");
+        let (s, body) = call(
+            "GET",
+            &self.url(&format!("/v1/households/{h}")),
+            Some(&office),
+            None,
+        );
+        assert_eq!(s, 200, "{body}");
+        let reference = body["residents"][0]["id"].as_str().unwrap().to_string();
+        // Not the document's resident ID, which derives from the ID number.
+        let doc = model::read_household(&self.server_doc(h)).unwrap();
+        assert!(!doc.residents.contains_key(&reference));
+        reference
     }
 
     /// Pushes the change `edit` makes to household `h`, made with `actor`'s ID, with
@@ -275,10 +285,12 @@ impl Town {
     }
 }
 
-fn new_visit(device: DeviceId) -> impl FnOnce(&mut Automerge) {
+/// A new visit by `device` of the account `visitor`.
+fn new_visit(device: DeviceId, visitor: &str) -> impl FnOnce(&mut Automerge) {
+    let visitor = visitor.to_string();
     move |doc| {
         let v = Visit {
-            visitor: "w".into(),
+            visitor,
             device_id: device.to_string(),
             started_at_ms: now_ms(),
             finished_at_ms: None,
@@ -345,6 +357,7 @@ fn table_allows(role: Role, p: Permission, in_scope: bool) -> bool {
 #[test]
 fn every_role_every_endpoint_in_and_out_of_scope_gets_what_the_table_allows() {
     let t = town();
+    let refs = [t.resident_id(t.inside.0), t.resident_id(t.outside.0)];
     let mut checked = 0;
     let mut mismatches = Vec::new();
     let mut record = |what: String, expected: bool, got: bool| {
@@ -362,7 +375,9 @@ fn every_role_every_endpoint_in_and_out_of_scope_gets_what_the_table_allows() {
             table_allows(role, Permission::EnrolDevice, true),
             device.is_some(),
         );
-        for (in_scope, (h, visit)) in [(true, t.inside), (false, t.outside)] {
+        for (in_scope, (h, visit), reference) in
+            [(true, t.inside, &refs[0]), (false, t.outside, &refs[1])]
+        {
             let at = if in_scope { "in scope" } else { "out of scope" };
             let hid = h.to_string();
             let id_number = if in_scope { ID_IN } else { ID_OUT };
@@ -406,9 +421,7 @@ fn every_role_every_endpoint_in_and_out_of_scope_gets_what_the_table_allows() {
                 "POST",
                 &t.url(&format!("/v1/households/{hid}/reveal")),
                 Some(&session),
-                Some(
-                    json!({"resident": t.resident_id(h), "field": "id_number", "reason": "核对身份"}),
-                ),
+                Some(json!({"resident": reference, "field": "id_number", "reason": "核对身份"})),
             );
             check(
                 Permission::RevealPersonalData,
@@ -464,7 +477,7 @@ fn every_role_every_endpoint_in_and_out_of_scope_gets_what_the_table_allows() {
             check_push(
                 Permission::WriteVisit,
                 "records a visit",
-                pushed(Box::new(new_visit(d))),
+                pushed(Box::new(new_visit(d, user))),
             );
             check_push(
                 Permission::WriteProfile,
@@ -486,6 +499,23 @@ fn every_role_every_endpoint_in_and_out_of_scope_gets_what_the_table_allows() {
                 .is_some_and(|(_, tok)| t.sync(tok, vec![]).docs.iter().any(|d| d.doc == h.0));
             check_push(Permission::SyncHouseholds, "receives the household", pulled);
         }
+        let uploaded = device.as_ref().is_some_and(|(_, tok)| {
+            let bytes = format!("a photo of {user}");
+            let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes.as_bytes()));
+            let mut r = agent()
+                .put(t.url(&format!("/v1/blobs/{sha}")))
+                .header("Authorization", format!("Bearer {tok}"))
+                .send(bytes.as_bytes())
+                .unwrap();
+            let _ = r.body_mut().read_to_vec();
+            r.status().as_u16() == 204
+        });
+        record(
+            format!("{user}'s phone uploads a photo (UploadFiles)"),
+            table_allows(role, Permission::EnrolDevice, true)
+                && table_allows(role, Permission::UploadFiles, true),
+            uploaded,
+        );
         // Acts on accounts and the log.
         let (s, _) = call(
             "GET",
@@ -537,8 +567,9 @@ fn every_role_every_endpoint_in_and_out_of_scope_gets_what_the_table_allows() {
         mismatches.len(),
         mismatches.join("\n")
     );
-    // 7 roles × (enrolment + 2 households × (6 API calls + 5 pushes) + 5 account acts).
-    assert_eq!(checked, 7 * (1 + 2 * (6 + 5) + 5), "every case ran");
+    // 7 roles × (enrolment + 2 households × (6 API calls + 5 pushes) + an upload + 5
+    // account acts).
+    assert_eq!(checked, 7 * (1 + 2 * (6 + 5) + 1 + 5), "every case ran");
 }
 
 #[test]
@@ -582,7 +613,12 @@ fn refusals_written_by_hand_without_the_table() {
     // A phone pushing a change made with another device's actor ID.
     let (other_device, _) = t.device("grid_leader").unwrap();
     let reason = t
-        .push(&token, other_device, h_in, new_visit(other_device))
+        .push(
+            &token,
+            other_device,
+            h_in,
+            new_visit(other_device, "grid_leader"),
+        )
         .expect("refused");
     assert!(reason.contains("another device"), "{reason}");
 
@@ -605,11 +641,57 @@ fn refusals_written_by_hand_without_the_table() {
         None
     );
     assert!(
-        t.push(&sup_token, sup_device, h_in, new_visit(sup_device))
-            .is_some()
+        t.push(
+            &sup_token,
+            sup_device,
+            h_in,
+            new_visit(sup_device, "supervisor")
+        )
+        .is_some()
     );
     assert!(t.push(&token, device, h_in, follow_up_of(v_in)).is_some());
-    assert_eq!(t.push(&token, device, h_in, new_visit(device)), None);
+    assert_eq!(
+        t.push(&token, device, h_in, new_visit(device, "grid_worker")),
+        None
+    );
+    // A visit in a colleague's name, or credited to another phone, is refused.
+    let reason = t
+        .push(&token, device, h_in, new_visit(device, "grid_leader"))
+        .expect("refused");
+    assert!(reason.contains("another phone or person"), "{reason}");
+    let reason = t
+        .push(&token, device, h_in, new_visit(other_device, "grid_worker"))
+        .expect("refused");
+    assert!(reason.contains("another phone or person"), "{reason}");
+    // An empty change, and a write into an object that no longer shows (a map inside
+    // the worker's own visit, overwritten), are refused: they would carry data past
+    // the diff.
+    let reason = t
+        .push(&token, device, h_in, |doc| {
+            use automerge::ReadDoc;
+            use automerge::transaction::Transactable;
+            // The worker's own visit, accepted above.
+            let h = model::read_household(doc).unwrap();
+            let (own, _) = h
+                .visits
+                .iter()
+                .find(|(_, v)| v.device_id == device.to_string())
+                .unwrap();
+            let mut tx = doc.transaction();
+            let visits = tx.get(automerge::ROOT, "visits").unwrap().unwrap().1;
+            let visit = tx.get(&visits, own.as_str()).unwrap().unwrap().1;
+            let hidden = tx
+                .put_object(&visit, "scratch", automerge::ObjType::Map)
+                .unwrap();
+            tx.put(&visit, "scratch", "gone").unwrap();
+            tx.put(&hidden, "note", "13812345678").unwrap();
+            tx.commit();
+        })
+        .expect("refused");
+    assert!(
+        reason.contains("no longer part of the household"),
+        "{reason}"
+    );
 
     // The administrator sees no household; the office sees them masked and reveals
     // only with a reason.

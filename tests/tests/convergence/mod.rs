@@ -137,7 +137,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             "(test)",
         )
         .unwrap();
-        let store = Store::open(dir.path().join(format!("{name}.db"))).unwrap();
+        let mut store = Store::open(dir.path().join(format!("{name}.db"))).unwrap();
+        // As `Client::sign_in` does: visits are recorded under the account's name.
+        store.set_setting("username", &name).unwrap();
         let token = db
             .sign_in(
                 &name,

@@ -442,10 +442,11 @@ fn tls_a_phone_enrols_from_a_scanned_code_and_keeps_the_pin_it_carried() {
         &format!("\"pin\":\"{}\",\"code\"", spki_pin(&other.der).unwrap()),
     );
     let mut victim = store(&f, "victim");
-    assert!(matches!(
-        Client::enrol_scanned(&mut victim, &forged_second),
-        Err(Error::PinMismatch { .. })
-    ));
+    let refused = Client::enrol_scanned(&mut victim, &forged_second);
+    assert!(
+        matches!(refused, Err(Error::PinMismatch { .. })),
+        "{refused:?}"
+    );
     let mut ok = store(&f, "after");
     Client::enrol_scanned(
         &mut ok,
