@@ -1082,7 +1082,7 @@ fn paths_allowed(
     village: &str,
     grid: &str,
 ) -> std::result::Result<(), String> {
-    if change.len() == 0 {
+    if change.is_empty() {
         return Err("an empty change writes nothing".into());
     }
     let mut keys = changed_root_keys(before, after);
