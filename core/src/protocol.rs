@@ -42,6 +42,19 @@ pub struct SyncRequest {
     /// server does not send again what a snapshot earlier in the pull already held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull: Option<PullStart>,
+    /// Documents the phone deleted after the server sent them as [`UpdateKind::Removed`]
+    /// (or that it did not hold when told to remove them), not yet reported. The server
+    /// then forgets that the phone holds them: it stops sending `Removed` and no longer
+    /// takes pushes for them once they are out of the account's scope. Sent until an
+    /// answer arrives. Absent from phones older than this field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<Uuid>,
+    /// The highest [`SyncResponse::delivery`] this phone has applied, 0 before any.
+    /// Whatever the server sent whole in a numbered answer above it never arrived, and is
+    /// sent again. `None` from phones older than this field (the server then trusts that
+    /// every answer arrived).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered: Option<u64>,
 }
 
 /// Where a multi-page pull started, echoed by the phone on every page after the first.
@@ -103,6 +116,13 @@ pub struct SyncResponse {
     /// in [`PullStart::head`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<u64>,
+    /// Set when this answer sends documents whole ([`UpdateKind::Snapshot`]): its number
+    /// among this device's answers, rising. The phone stores it with the documents, in
+    /// the same transaction, and echoes the highest in [`SyncRequest::delivered`]; an
+    /// answer numbered at or below what it already applied is stale (it arrived late)
+    /// and its snapshots and removals are not applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<u64>,
 }
 
 /// `POST /v1/blobs/missing` body.
@@ -207,6 +227,12 @@ pub enum Effect {
     Cursor(u64),
     /// Mark this blob as uploaded.
     BlobUploaded(String),
+    /// The answer is numbered (see [`SyncResponse::delivery`]): store the number (the
+    /// store keeps the maximum), and apply the answer's snapshots and removals only when
+    /// it is above the number already stored.
+    Delivered(u64),
+    /// The server has been told that these documents were dropped: forget them.
+    DroppedReported(Vec<Uuid>),
 }
 
 /// Counters for a progress bar, all since the session started.
@@ -262,6 +288,8 @@ pub struct SyncSession {
     to_upload: Vec<String>,
     awaiting: Option<&'static str>,
     progress: SyncProgress,
+    delivered: Option<u64>,
+    dropped: Vec<Uuid>,
 }
 
 impl SyncSession {
@@ -282,7 +310,19 @@ impl SyncSession {
             to_upload: Vec::new(),
             awaiting: None,
             progress: SyncProgress::default(),
+            delivered: None,
+            dropped: Vec::new(),
         }
+    }
+
+    /// What the phone tells the server about the documents it holds: the highest
+    /// answer number it applied (`delivered`, 0 before any) and the documents it dropped
+    /// and has not reported yet. Without this the session speaks as an older phone: the
+    /// server then cannot tell a lost answer from an applied one.
+    pub fn with_holdings(mut self, delivered: u64, dropped: Vec<Uuid>) -> Self {
+        self.delivered = Some(delivered);
+        self.dropped = dropped;
+        self
     }
 
     /// Bounds the change bytes pushed per request (at least one change is always sent).
@@ -358,6 +398,8 @@ impl SyncSession {
             cursor: self.cursor,
             push,
             pull: self.pull,
+            dropped: self.dropped.clone(),
+            delivered: self.delivered,
         }
     }
 
@@ -379,6 +421,13 @@ impl SyncSession {
                 self.progress.changes_rejected += rejected.len() as u64;
                 self.next_push += self.in_flight;
                 self.in_flight = 0;
+                if let Some(d) = resp.delivery {
+                    effects.push(Effect::Delivered(d));
+                    self.delivered = Some(self.delivered.map_or(d, |old| old.max(d)));
+                }
+                if !self.dropped.is_empty() {
+                    effects.push(Effect::DroppedReported(std::mem::take(&mut self.dropped)));
+                }
                 if !acked.is_empty() {
                     effects.push(Effect::Acked(acked));
                 }
@@ -534,5 +583,56 @@ mod tests {
     #[test]
     fn garbage_does_not_decode() {
         assert!(decode::<SyncRequest>(b"\xff\x00garbage").is_err());
+    }
+
+    /// The dropped documents ride every request until an answer comes; an answer's
+    /// number is echoed from the next request on.
+    #[test]
+    fn holdings_ride_the_requests_and_answers_are_numbered() {
+        let gone = Uuid::new_v4();
+        let mut s = SyncSession::new(7, vec![], vec![]).with_holdings(3, vec![gone]);
+        let Step::Send(Outgoing::Sync(req)) = s.poll() else {
+            panic!("expected a sync request")
+        };
+        assert_eq!(
+            (req.dropped.as_slice(), req.delivered),
+            (&[gone][..], Some(3))
+        );
+        assert_eq!(
+            s.poll(),
+            Step::Send(Outgoing::Sync(req)),
+            "a retry repeats it"
+        );
+        let effects = s
+            .receive(Incoming::Sync(SyncResponse {
+                cursor: 9,
+                more: true,
+                head: Some(12),
+                delivery: Some(40),
+                ..Default::default()
+            }))
+            .unwrap();
+        assert_eq!(
+            effects,
+            vec![
+                Effect::Delivered(40),
+                Effect::DroppedReported(vec![gone]),
+                Effect::Cursor(9)
+            ]
+        );
+        let Step::Send(Outgoing::Sync(req)) = s.poll() else {
+            panic!("expected the next page")
+        };
+        assert!(req.dropped.is_empty());
+        assert_eq!(req.delivered, Some(40));
+        // Without holdings a session speaks as an older phone, and its request decodes
+        // on a server of either age.
+        let Step::Send(Outgoing::Sync(old)) = SyncSession::new(0, vec![], vec![]).poll() else {
+            panic!("expected a sync request")
+        };
+        assert_eq!(old.delivered, None);
+        let bytes = encode(&old);
+        assert!(!bytes.windows(9).any(|w| w == b"delivered"));
+        assert_eq!(decode::<SyncRequest>(&bytes).unwrap(), old);
     }
 }

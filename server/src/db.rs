@@ -1372,6 +1372,8 @@ mod tests {
                 changes: changes.into_iter().map(ByteBuf::from).collect(),
             }],
             pull: None,
+            dropped: vec![],
+            delivered: None,
         }
     }
 
@@ -1424,6 +1426,8 @@ mod tests {
             cursor: 0,
             push: vec![],
             pull: None,
+            dropped: vec![],
+            delivered: None,
         };
         assert!(matches!(db.sync(&device, &old), Err(Error::BadRequest(_))));
     }
@@ -1439,6 +1443,8 @@ mod tests {
                     cursor: 0,
                     push: vec![],
                     pull: None,
+                    dropped: vec![],
+                    delivered: None,
                 },
             )
             .unwrap();
@@ -1453,6 +1459,8 @@ mod tests {
                     cursor: first.cursor,
                     push: vec![],
                     pull: None,
+                    dropped: vec![],
+                    delivered: None,
                 },
             )
             .unwrap();
@@ -1555,6 +1563,8 @@ mod tests {
             cursor: 0,
             push: vec![],
             pull: None,
+            dropped: vec![],
+            delivered: None,
         };
         let mut received = 0;
         let mut pages = 0;

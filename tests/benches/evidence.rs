@@ -410,6 +410,8 @@ impl Fixture {
                         cursor: self.cursor,
                         push: Vec::new(),
                         pull,
+                        dropped: vec![],
+                        delivered: None,
                     },
                 )
                 .expect("first sync");
@@ -534,6 +536,8 @@ impl Fixture {
             cursor: self.cursor,
             push,
             pull: None,
+            dropped: vec![],
+            delivered: None,
         };
         let start = Instant::now();
         let resp = self.db.sync(&self.device, &req).expect("sync");

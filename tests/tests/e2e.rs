@@ -532,6 +532,8 @@ fn the_sync_endpoint_is_never_open_and_refuses_hostile_requests() {
                 cursor: 0,
                 push: vec![],
                 pull: None,
+                dropped: vec![],
+                delivered: None,
             })[..],
         )
         .unwrap();
