@@ -116,8 +116,8 @@ pub struct SyncResponse {
     /// in [`PullStart::head`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<u64>,
-    /// Set when this answer sends documents whole ([`UpdateKind::Snapshot`]): its number
-    /// among this device's answers, rising. The phone stores it with the documents, in
+    /// Set when this answer sends documents whole or removed ([`UpdateKind::Snapshot`],
+    /// [`UpdateKind::Removed`]): its number among this device's answers, rising. The phone stores it with the documents, in
     /// the same transaction, and echoes the highest in [`SyncRequest::delivered`]; an
     /// answer numbered at or below what it already applied is stale (it arrived late)
     /// and its snapshots and removals are not applied.

@@ -6,10 +6,12 @@
 --                 Removed until the phone reports it dropped, which deletes the row.
 --                 Until then the device may still push changes to it.
 --   snapshot_seq  the document's last change-log entry when it was last sent whole
---                 (0: not known); the pull skips its entries up to there.
+--                 (0: not known); the pull skips its entries up to there. -1: uncertain,
+--                 sent in an answer the phone never applied, so it may or may not be
+--                 there: sent whole again while in reach, as Removed once out of reach.
 --   delivery      the numbered answer that sent it whole, until the phone confirms it
---                 applied that answer (then NULL). A row of an answer the phone never
---                 applied is deleted, so the document is sent again.
+--                 applied that answer (then NULL), or shows it did not (then the row
+--                 becomes uncertain).
 CREATE TABLE device_docs (
     device_id    TEXT NOT NULL,
     doc_id       BLOB NOT NULL,

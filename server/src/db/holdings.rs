@@ -15,10 +15,13 @@
 //! - sends each removing document as [`UpdateKind::Removed`] on every pull until the
 //!   phone reports it dropped ([`SyncRequest::dropped`]); until then the device may still
 //!   push changes to it (a visit recorded offline before the phone learnt of the move);
-//! - records each document it sends whole, with the answer's number
-//!   ([`SyncResponse::delivery`]); the phone echoes the highest number it applied
-//!   ([`SyncRequest::delivered`]), and a row of an answer it never applied is forgotten,
-//!   so that document is sent again.
+//! - numbers every answer that sends something whole or removed
+//!   ([`SyncResponse::delivery`]) and records each document sent whole with that number;
+//!   the phone echoes the highest number it applied ([`SyncRequest::delivered`]). A row
+//!   of an answer it never applied becomes uncertain: the document is sent whole again
+//!   while in reach, and as removed once out of reach, so a lost answer is neither
+//!   assumed nor leaks. A phone skips the snapshots and removals of an answer numbered
+//!   at or below what it applied (one that arrived late), so nothing comes back.
 //!
 //! "In reach": the organisation document for every device; households in the account's
 //! scope when its role takes households to the field (`SyncHouseholds`).
@@ -52,10 +55,12 @@ macro_rules! in_reach {
 }
 
 /// Takes in what the phone says about its holdings, before its push: confirms the rows
-/// of the answers it applied (`delivered` and below) and forgets those of answers it
-/// never applied; forgets the documents it dropped. An older phone (`delivered` absent)
-/// is trusted to have applied every answer. Anything forgotten makes the device's next
-/// pull compare its holdings again.
+/// of the answers it applied (`delivered` and below); marks those of answers it never
+/// applied as uncertain (`snapshot_seq` -1: the document may or may not be there, so
+/// it is sent whole again while in reach, and as removed once out of reach); forgets
+/// the documents it dropped. An older phone (`delivered` absent) is trusted to have
+/// applied every answer. Anything uncertain or forgotten makes the device's next pull
+/// compare its holdings again.
 pub(super) fn settle(
     tx: &Transaction<'_>,
     device: &DeviceId,
@@ -75,7 +80,8 @@ pub(super) fn settle(
         Some(d) => {
             let d = i64::try_from(d).unwrap_or(i64::MAX);
             forgotten += tx.execute(
-                "DELETE FROM device_docs WHERE device_id = ?1 AND delivery > ?2",
+                "UPDATE device_docs SET snapshot_seq = -1, delivery = NULL
+                  WHERE device_id = ?1 AND delivery > ?2",
                 params![id, d],
             )?;
             tx.execute(
@@ -153,24 +159,27 @@ impl Page<'_, '_> {
         }
     }
 
+    /// This answer's number, drawn when it first sends something whole or removed.
+    /// Rising per device, and at least the clock's milliseconds, so that numbers keep
+    /// rising past a server restored from a backup.
+    fn number(&mut self) -> Result<i64> {
+        if let Some(d) = self.delivery {
+            return Ok(d);
+        }
+        let d: i64 = self.tx.query_row(
+            "UPDATE devices SET last_delivery = max(last_delivery + 1, ?2)
+              WHERE device_id = ?1 RETURNING last_delivery",
+            params![self.device, now_ms()],
+            |r| r.get(0),
+        )?;
+        self.delivery = Some(d);
+        Ok(d)
+    }
+
     /// Sends the document whole (its compacted bytes, holding every change-log entry of
     /// it up to `last_seq`) and records it held, under this answer's number.
     fn snapshot(&mut self, doc: Uuid, bytes: Vec<u8>, last_seq: i64) -> Result<()> {
-        let delivery = match self.delivery {
-            Some(d) => d,
-            None => {
-                // Rising per device, and above the clock's milliseconds, so that numbers
-                // keep rising past a server restored from a backup.
-                let d: i64 = self.tx.query_row(
-                    "UPDATE devices SET last_delivery = max(last_delivery + 1, ?2)
-                      WHERE device_id = ?1 RETURNING last_delivery",
-                    params![self.device, now_ms()],
-                    |r| r.get(0),
-                )?;
-                self.delivery = Some(d);
-                d
-            }
-        };
+        let delivery = self.number()?;
         self.tx.execute(
             "INSERT INTO device_docs (device_id, doc_id, removing, snapshot_seq, delivery)
              VALUES (?1, ?2, 0, ?3, ?4)
@@ -246,11 +255,11 @@ pub(super) fn pull_page(
             ),
             named_params! {":device": id, ":households": households, ":scope": scope},
         )?;
-        // Back in reach before the phone dropped it: sent whole again below (the phone
-        // merges it with what it kept, or takes it anew).
+        // Back in reach before the phone dropped it: uncertain, so sent whole again below
+        // (the phone merges it with what it kept, or takes it anew).
         tx.execute(
             concat!(
-                "DELETE FROM device_docs
+                "UPDATE device_docs SET removing = 0, snapshot_seq = -1, delivery = NULL
                   WHERE device_id = :device AND removing = 1
                     AND EXISTS (SELECT 1 FROM documents d
                                  WHERE d.doc_id = device_docs.doc_id AND ",
@@ -276,6 +285,11 @@ pub(super) fn pull_page(
         let removing: Vec<Vec<u8>> = stmt
             .query_map([&id], |r| r.get(0))?
             .collect::<std::result::Result<_, _>>()?;
+        if !removing.is_empty() {
+            // Numbered too, so that a phone never applies a removal that arrives after
+            // a newer answer.
+            page.number()?;
+        }
         for raw in removing {
             let doc = Uuid::from_slice(&raw).unwrap_or(Uuid::nil());
             page.add(doc, UpdateKind::Removed, Vec::new());
@@ -297,7 +311,8 @@ pub(super) fn pull_page(
         let mut held_stmt = tx.prepare_cached(
             "SELECT snapshot_seq FROM device_docs WHERE device_id = ?1 AND doc_id = ?2",
         )?;
-        // Per document: Some(entries up to here are held by a snapshot), None: not held.
+        // Per document: Some(entries up to here are held by a snapshot), None: not held
+        // (or not known to be: an uncertain row).
         let mut holding: HashMap<Uuid, Option<i64>> = HashMap::new();
         let own = device.device_id.actor().to_bytes().to_vec();
         let mut rows = stmt.query(named_params! {
@@ -321,7 +336,8 @@ pub(super) fn pull_page(
                 None => {
                     let h: Option<i64> = held_stmt
                         .query_row(params![id, &doc.as_bytes()[..]], |r| r.get(0))
-                        .optional()?;
+                        .optional()?
+                        .filter(|upto: &i64| *upto >= 0);
                     holding.insert(doc, h);
                     h
                 }
@@ -387,7 +403,8 @@ fn send_moved_in(
             "SELECT d.doc_id FROM documents d
               WHERE d.first_seq <= :cursor
                 AND NOT EXISTS (SELECT 1 FROM device_docs h
-                                 WHERE h.device_id = :device AND h.doc_id = d.doc_id)
+                                 WHERE h.device_id = :device AND h.doc_id = d.doc_id
+                                   AND h.snapshot_seq >= 0)
                 AND ",
             in_reach!(),
             " ORDER BY d.first_seq"
