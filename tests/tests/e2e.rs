@@ -3,6 +3,7 @@
 
 mod convergence;
 mod evidence;
+mod reassign;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
