@@ -50,9 +50,9 @@ pub struct SyncRequest {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dropped: Vec<Uuid>,
     /// The highest [`SyncResponse::delivery`] this phone has applied, 0 before any.
-    /// Whatever the server sent whole in a numbered answer above it never arrived, and is
-    /// sent again. `None` from phones older than this field (the server then trusts that
-    /// every answer arrived).
+    /// What the server sent whole in a numbered answer above it never arrived: it is sent
+    /// whole again while in the phone's reach, as removed once out of it. `None` from
+    /// phones older than this field (the server then trusts that every answer arrived).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivered: Option<u64>,
 }
@@ -117,10 +117,11 @@ pub struct SyncResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<u64>,
     /// Set when this answer sends documents whole or removed ([`UpdateKind::Snapshot`],
-    /// [`UpdateKind::Removed`]): its number among this device's answers, rising. The phone stores it with the documents, in
-    /// the same transaction, and echoes the highest in [`SyncRequest::delivered`]; an
-    /// answer numbered at or below what it already applied is stale (it arrived late)
-    /// and its snapshots and removals are not applied.
+    /// [`UpdateKind::Removed`]): its number among this device's answers, rising. The
+    /// phone stores it with the documents, in the same transaction, and echoes the
+    /// highest in [`SyncRequest::delivered`]; an answer numbered at or below what it
+    /// already applied is stale (it arrived late) and its snapshots and removals are not
+    /// applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<u64>,
 }
@@ -269,10 +270,11 @@ enum Phase {
     Done,
 }
 
-/// One sync of a phone, sans-IO: build it from the store's outbox, cursor and
-/// not-yet-uploaded blobs, then alternate [`poll`](Self::poll) and
-/// [`receive`](Self::receive). Safe to abandon at any point: everything it asks the
-/// store to do is idempotent, so the next session simply repeats what was lost.
+/// One sync of a phone, sans-IO: build it from the store's outbox, cursor,
+/// not-yet-uploaded blobs and holdings ([`crate::store::Store::sync_session`]), then
+/// alternate [`poll`](Self::poll) and [`receive`](Self::receive). Safe to abandon at any
+/// point: everything it asks the store to do is idempotent, so the next session simply
+/// repeats what was lost.
 #[derive(Debug)]
 pub struct SyncSession {
     phase: Phase,
@@ -625,6 +627,13 @@ mod tests {
         };
         assert!(req.dropped.is_empty());
         assert_eq!(req.delivered, Some(40));
+        // With a number of the clock's size, a sync with nothing to say stays small.
+        let idle = SyncRequest {
+            delivered: Some(1_780_000_000_000),
+            pull: None,
+            ..req
+        };
+        assert!(encode(&idle).len() < 64, "{}", encode(&idle).len());
         // Without holdings a session speaks as an older phone, and its request decodes
         // on a server of either age.
         let Step::Send(Outgoing::Sync(old)) = SyncSession::new(0, vec![], vec![]).poll() else {

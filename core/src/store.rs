@@ -4,10 +4,10 @@
 //!
 //! Tables: `documents` (compacted Automerge bytes), `outbox` (local changes the server
 //! has not acknowledged), `meta` (device ID, cursor, server, token), `blobs` (photos and
-//! thumbnails with their upload state), `household_index` (the searchable list) and
+//! thumbnails with their upload state), `household_index` (the searchable list),
 //! `refused_changes`, and `dropped_documents` (households deleted because they left this
-//! phone's scope, until the server is told). Migrations are numbered `.sql` files applied in order; every
-//! write that belongs together commits in one transaction.
+//! phone's scope, until the server is told). Migrations are numbered `.sql` files applied
+//! in order; every write that belongs together commits in one transaction.
 
 use std::collections::HashMap;
 use std::path::Path;
