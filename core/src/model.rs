@@ -971,6 +971,21 @@ pub fn set_profile_field(
     Ok(())
 }
 
+/// Moves a household to another village and grid: the two root fields, in one change.
+/// Written by the server only (the office's move); no phone may write them.
+pub fn set_place(
+    doc: &mut Automerge,
+    village: &str,
+    grid: &str,
+    now_ms: i64,
+) -> Result<(), ModelError> {
+    let mut tx = doc.transaction();
+    tx.put(ROOT, "village", village)?;
+    tx.put(ROOT, "grid", grid)?;
+    tx.commit_with(commit_at(now_ms, "move household"));
+    Ok(())
+}
+
 /// The household profile fields a phone may edit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProfileField {

@@ -42,9 +42,23 @@ pub struct SyncRequest {
     /// server does not send again what a snapshot earlier in the pull already held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull: Option<PullStart>,
-    /// What the phone holds unsynced as it sends this request (after this push would be
-    /// acknowledged, nothing; before, this push and the rest): the server keeps the last
-    /// report, so that the office sees what a lost or revoked phone still held.
+    /// Documents the phone deleted after the server sent them as [`UpdateKind::Removed`]
+    /// (or that it did not hold when told to remove them), not yet reported. The server
+    /// then forgets that the phone holds them: it stops sending `Removed` and no longer
+    /// takes pushes for them once they are out of the account's scope. Sent until an
+    /// answer arrives. Absent from phones older than this field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<Uuid>,
+    /// The highest [`SyncResponse::delivery`] this phone has applied, 0 before any.
+    /// What the server sent whole in a numbered answer above it never arrived: it is sent
+    /// whole again while in the phone's reach, as removed once out of it. `None` from
+    /// phones older than this field (the server then trusts that every answer arrived).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered: Option<u64>,
+    /// What the phone holds unsynced as it sends this request (this push and the rest),
+    /// sent when anything waits; a phone that sends [`SyncRequest::delivered`] without it
+    /// has nothing waiting. The server keeps the last report, so that the office sees
+    /// what a lost or revoked phone still held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbox: Option<OutboxSummary>,
 }
@@ -119,6 +133,14 @@ pub struct SyncResponse {
     /// in [`PullStart::head`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<u64>,
+    /// Set when this answer sends documents whole or removed ([`UpdateKind::Snapshot`],
+    /// [`UpdateKind::Removed`]): its number among this device's answers, rising. The
+    /// phone stores it with the documents, in the same transaction, and echoes the
+    /// highest in [`SyncRequest::delivered`]; an answer numbered at or below what it
+    /// already applied is stale (it arrived late) and its snapshots and removals are not
+    /// applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<u64>,
 }
 
 /// `POST /v1/blobs/missing` body.
@@ -223,6 +245,12 @@ pub enum Effect {
     Cursor(u64),
     /// Mark this blob as uploaded.
     BlobUploaded(String),
+    /// The answer is numbered (see [`SyncResponse::delivery`]): store the number (the
+    /// store keeps the maximum), and apply the answer's snapshots and removals only when
+    /// it is above the number already stored.
+    Delivered(u64),
+    /// The server has been told that these documents were dropped: forget them.
+    DroppedReported(Vec<Uuid>),
 }
 
 /// Counters for a progress bar, all since the session started.
@@ -259,10 +287,11 @@ enum Phase {
     Done,
 }
 
-/// One sync of a phone, sans-IO: build it from the store's outbox, cursor and
-/// not-yet-uploaded blobs, then alternate [`poll`](Self::poll) and
-/// [`receive`](Self::receive). Safe to abandon at any point: everything it asks the
-/// store to do is idempotent, so the next session simply repeats what was lost.
+/// One sync of a phone, sans-IO: build it from the store's outbox, cursor,
+/// not-yet-uploaded blobs and holdings ([`crate::store::Store::sync_session`]), then
+/// alternate [`poll`](Self::poll) and [`receive`](Self::receive). Safe to abandon at any
+/// point: everything it asks the store to do is idempotent, so the next session simply
+/// repeats what was lost.
 #[derive(Debug)]
 pub struct SyncSession {
     phase: Phase,
@@ -278,6 +307,8 @@ pub struct SyncSession {
     to_upload: Vec<String>,
     awaiting: Option<&'static str>,
     progress: SyncProgress,
+    delivered: Option<u64>,
+    dropped: Vec<Uuid>,
 }
 
 impl SyncSession {
@@ -298,7 +329,19 @@ impl SyncSession {
             to_upload: Vec::new(),
             awaiting: None,
             progress: SyncProgress::default(),
+            delivered: None,
+            dropped: Vec::new(),
         }
+    }
+
+    /// What the phone tells the server about the documents it holds: the highest
+    /// answer number it applied (`delivered`, 0 before any) and the documents it dropped
+    /// and has not reported yet. Without this the session speaks as an older phone: the
+    /// server then cannot tell a lost answer from an applied one.
+    pub fn with_holdings(mut self, delivered: u64, dropped: Vec<Uuid>) -> Self {
+        self.delivered = Some(delivered);
+        self.dropped = dropped;
+        self
     }
 
     /// Bounds the change bytes pushed per request (at least one change is always sent).
@@ -376,11 +419,17 @@ impl SyncSession {
             cursor: self.cursor,
             push,
             pull: self.pull,
-            outbox: Some(OutboxSummary {
-                changes: unsent.len() as u64,
-                households: households.len() as u64,
-                blobs: self.pending_blobs.len() as u64,
-            }),
+            // Only when something waits: an idle sync stays a few dozen bytes, and a
+            // phone that sends `delivered` without it has nothing waiting.
+            outbox: (!unsent.is_empty() || !self.pending_blobs.is_empty()).then_some(
+                OutboxSummary {
+                    changes: unsent.len() as u64,
+                    households: households.len() as u64,
+                    blobs: self.pending_blobs.len() as u64,
+                },
+            ),
+            dropped: self.dropped.clone(),
+            delivered: self.delivered,
         }
     }
 
@@ -402,6 +451,13 @@ impl SyncSession {
                 self.progress.changes_rejected += rejected.len() as u64;
                 self.next_push += self.in_flight;
                 self.in_flight = 0;
+                if let Some(d) = resp.delivery {
+                    effects.push(Effect::Delivered(d));
+                    self.delivered = Some(self.delivered.map_or(d, |old| old.max(d)));
+                }
+                if !self.dropped.is_empty() {
+                    effects.push(Effect::DroppedReported(std::mem::take(&mut self.dropped)));
+                }
                 if !acked.is_empty() {
                     effects.push(Effect::Acked(acked));
                 }
@@ -557,5 +613,63 @@ mod tests {
     #[test]
     fn garbage_does_not_decode() {
         assert!(decode::<SyncRequest>(b"\xff\x00garbage").is_err());
+    }
+
+    /// The dropped documents ride every request until an answer comes; an answer's
+    /// number is echoed from the next request on.
+    #[test]
+    fn holdings_ride_the_requests_and_answers_are_numbered() {
+        let gone = Uuid::new_v4();
+        let mut s = SyncSession::new(7, vec![], vec![]).with_holdings(3, vec![gone]);
+        let Step::Send(Outgoing::Sync(req)) = s.poll() else {
+            panic!("expected a sync request")
+        };
+        assert_eq!(
+            (req.dropped.as_slice(), req.delivered),
+            (&[gone][..], Some(3))
+        );
+        assert_eq!(
+            s.poll(),
+            Step::Send(Outgoing::Sync(req)),
+            "a retry repeats it"
+        );
+        let effects = s
+            .receive(Incoming::Sync(SyncResponse {
+                cursor: 9,
+                more: true,
+                head: Some(12),
+                delivery: Some(40),
+                ..Default::default()
+            }))
+            .unwrap();
+        assert_eq!(
+            effects,
+            vec![
+                Effect::Delivered(40),
+                Effect::DroppedReported(vec![gone]),
+                Effect::Cursor(9)
+            ]
+        );
+        let Step::Send(Outgoing::Sync(req)) = s.poll() else {
+            panic!("expected the next page")
+        };
+        assert!(req.dropped.is_empty());
+        assert_eq!(req.delivered, Some(40));
+        // With a number of the clock's size, a sync with nothing to say stays small.
+        let idle = SyncRequest {
+            delivered: Some(1_780_000_000_000),
+            pull: None,
+            ..req
+        };
+        assert!(encode(&idle).len() < 64, "{}", encode(&idle).len());
+        // Without holdings a session speaks as an older phone, and its request decodes
+        // on a server of either age.
+        let Step::Send(Outgoing::Sync(old)) = SyncSession::new(0, vec![], vec![]).poll() else {
+            panic!("expected a sync request")
+        };
+        assert_eq!(old.delivered, None);
+        let bytes = encode(&old);
+        assert!(!bytes.windows(9).any(|w| w == b"delivered"));
+        assert_eq!(decode::<SyncRequest>(&bytes).unwrap(), old);
     }
 }

@@ -4,9 +4,10 @@
 //!
 //! Tables: `documents` (compacted Automerge bytes), `outbox` (local changes the server
 //! has not acknowledged), `meta` (device ID, cursor, server, token), `blobs` (photos and
-//! thumbnails with their upload state), `household_index` (the searchable list) and
-//! `refused_changes`. Migrations are numbered `.sql` files applied in order; every
-//! write that belongs together commits in one transaction.
+//! thumbnails with their upload state), `household_index` (the searchable list),
+//! `refused_changes`, and `dropped_documents` (households deleted because they left this
+//! phone's scope, until the server is told). Migrations are numbered `.sql` files applied
+//! in order; every write that belongs together commits in one transaction.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,13 +26,14 @@ use crate::model::{
     HouseholdId, Organisation, PhotoRef, ProfileField, ResidentId, TemplateVersion, Visit, VisitId,
     VisitOutcome, VoidNote,
 };
-use crate::protocol::{DocUpdate, Effect, OutboxChange, UpdateKind};
+use crate::protocol::{DocUpdate, Effect, OutboxChange, SyncSession, UpdateKind};
 
 /// The migrations, in order; the schema version is the number applied.
 const MIGRATIONS: &[&str] = &[
     include_str!("store/0001_init.sql"),
     include_str!("store/0002_index_and_refused.sql"),
     include_str!("store/0003_evidence.sql"),
+    include_str!("store/0004_moves.sql"),
 ];
 
 /// The schema version this build writes.
@@ -1061,6 +1063,33 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Documents deleted because the server sent them as removed (they left this
+    /// phone's scope), not yet reported to the server.
+    pub fn dropped_documents(&self) -> Result<Vec<Uuid>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT doc_id FROM dropped_documents ORDER BY dropped_at_ms, doc_id",
+        )?;
+        let rows = stmt.query_map([], |r| Ok(uuid_from(&r.get::<_, Vec<u8>>(0)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The highest numbered sync answer applied ([`Effect::Delivered`]), 0 before any.
+    pub fn delivered(&self) -> Result<u64> {
+        Ok(get_meta(&self.conn, "delivered")?
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// A sync session from what this store holds: the cursor, the outbox, the blobs not
+    /// yet uploaded, the last numbered answer applied and the documents dropped and not
+    /// yet reported.
+    pub fn sync_session(&self) -> Result<SyncSession> {
+        Ok(
+            SyncSession::new(self.cursor()?, self.outbox()?, self.pending_blobs()?)
+                .with_holdings(self.delivered()?, self.dropped_documents()?),
+        )
+    }
+
     /// The sync cursor: the last server sequence number applied.
     pub fn cursor(&self) -> Result<u64> {
         Ok(get_meta(&self.conn, "cursor")?
@@ -1096,9 +1125,19 @@ impl Store {
     /// Applies the effects of one sync answer in one transaction: acknowledgements,
     /// refusals, document updates and the cursor commit together or not at all, so a
     /// phone killed here repeats the answer's request next time and loses nothing.
+    ///
+    /// An answer numbered at or below the last one applied ([`Effect::Delivered`]) came
+    /// late: the server has since sent again what this phone lacked, and may have taken
+    /// back what it sent, so its snapshots and removals are skipped.
     pub fn apply_effects(&mut self, effects: &[Effect]) -> Result<()> {
         let tx = self.conn.transaction()?;
         let now = now_ms();
+        let delivered: u64 = get_meta(&tx, "delivered")?
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let stale = effects
+            .iter()
+            .any(|e| matches!(e, Effect::Delivered(d) if *d <= delivered));
         for effect in effects {
             match effect {
                 Effect::Acked(hashes) => {
@@ -1129,7 +1168,8 @@ impl Store {
                         drop_refused(&tx, &self.device, doc, &hashes, now)?;
                     }
                 }
-                Effect::Apply(update) => apply_update(&tx, &self.device, update)?,
+                Effect::Apply(update) if stale && update.kind != UpdateKind::Changes => {}
+                Effect::Apply(update) => apply_update(&tx, &self.device, update, now)?,
                 Effect::Cursor(c) => {
                     let current: u64 = get_meta(&tx, "cursor")?
                         .and_then(|s| s.parse().ok())
@@ -1140,6 +1180,23 @@ impl Store {
                 }
                 Effect::BlobUploaded(sha) => {
                     tx.execute("UPDATE blobs SET uploaded = 1 WHERE sha256 = ?1", [sha])?;
+                    // A blob of a household that has left this phone goes once uploaded.
+                    if tx.execute("DELETE FROM blobs WHERE sha256 = ?1 AND discard = 1", [sha])? > 0
+                    {
+                        tx.execute("DELETE FROM signatures WHERE png_sha256 = ?1", [sha])?;
+                    }
+                }
+                Effect::Delivered(d) => {
+                    if *d > delivered {
+                        set_meta(&tx, "delivered", &d.to_string())?;
+                    }
+                }
+                Effect::DroppedReported(docs) => {
+                    let mut stmt =
+                        tx.prepare_cached("DELETE FROM dropped_documents WHERE doc_id = ?1")?;
+                    for d in docs {
+                        stmt.execute([&d.as_bytes()[..]])?;
+                    }
                 }
             }
         }
@@ -1349,38 +1406,115 @@ fn put_blob(
     Ok(())
 }
 
-fn apply_update(tx: &Transaction<'_>, device: &DeviceId, update: &DocUpdate) -> Result<()> {
+fn apply_update(
+    tx: &Transaction<'_>,
+    device: &DeviceId,
+    update: &DocUpdate,
+    now: i64,
+) -> Result<()> {
     let id = update.doc;
+    let key = &id.as_bytes()[..];
     match update.kind {
-        UpdateKind::Removed => {
-            let pending: i64 = tx.query_row(
-                "SELECT count(*) FROM outbox WHERE doc_id = ?1",
-                [&id.as_bytes()[..]],
-                |r| r.get(0),
-            )?;
-            if pending == 0 {
-                tx.execute(
-                    "DELETE FROM documents WHERE doc_id = ?1",
-                    [&id.as_bytes()[..]],
-                )?;
-                tx.execute(
-                    "DELETE FROM household_index WHERE doc_id = ?1",
-                    [&id.as_bytes()[..]],
-                )?;
-            }
-        }
+        UpdateKind::Removed => remove_document(tx, device, id, now)?,
         UpdateKind::Snapshot | UpdateKind::Changes => {
-            let mut doc = load_doc(tx, id, device)?
-                .unwrap_or_else(|| Automerge::new().with_actor(device.actor()));
+            let held = load_doc(tx, id, device)?;
+            let new_here = held.is_none();
+            let mut doc = held.unwrap_or_else(|| Automerge::new().with_actor(device.actor()));
             let before = doc.get_heads();
             doc.load_incremental(&update.bytes)
                 .map_err(|source| Error::document(id.to_string(), source))?;
             if doc.get_heads() != before {
                 save_doc(tx, id, &doc)?;
+                if new_here {
+                    // Back on this phone (it moved back before the drop was reported):
+                    // held again, and its blobs waiting for upload are kept after it.
+                    tx.execute("DELETE FROM dropped_documents WHERE doc_id = ?1", [key])?;
+                    let discarding: bool = tx
+                        .prepare_cached("SELECT 1 FROM blobs WHERE discard = 1")?
+                        .exists([])?;
+                    if discarding && let Ok(h) = model::read_household(&doc) {
+                        let mut stmt =
+                            tx.prepare_cached("UPDATE blobs SET discard = 0 WHERE sha256 = ?1")?;
+                        for sha in household_blobs(&h) {
+                            stmt.execute([sha])?;
+                        }
+                    }
+                }
             }
         }
     }
     Ok(())
+}
+
+/// A document the server sent as removed: it left this phone's scope. It is deleted
+/// unless something recorded here is not on the server yet: a change in the outbox, or
+/// a visit of this phone still open (the worker may be at the door; the server keeps
+/// taking this phone's changes to it). Then it stays, and the server sends `Removed`
+/// again at every sync until it goes. Its blobs already uploaded are deleted with it;
+/// those not yet uploaded stay queued and are deleted once uploaded. The document is
+/// listed in `dropped_documents` for the next sync to report; so is one that was not
+/// here at all.
+fn remove_document(tx: &Transaction<'_>, device: &DeviceId, id: Uuid, now: i64) -> Result<()> {
+    let key = &id.as_bytes()[..];
+    let pending: bool = tx
+        .prepare_cached("SELECT 1 FROM outbox WHERE doc_id = ?1")?
+        .exists([key])?;
+    if pending {
+        return Ok(());
+    }
+    if let Some(doc) = load_doc(tx, id, device)? {
+        let household = model::read_household(&doc).ok();
+        if let Some(h) = &household {
+            let mine = device.to_string();
+            let open = h
+                .visits
+                .values()
+                .any(|v| v.device_id == mine && v.outcome.is_none() && v.voided.is_none());
+            if open {
+                return Ok(());
+            }
+        }
+        tx.execute("DELETE FROM documents WHERE doc_id = ?1", [key])?;
+        tx.execute("DELETE FROM household_index WHERE doc_id = ?1", [key])?;
+        if let Some(h) = &household {
+            for sha in household_blobs(h) {
+                if tx.execute(
+                    "DELETE FROM blobs WHERE sha256 = ?1 AND uploaded = 1",
+                    [&sha],
+                )? > 0
+                {
+                    tx.execute("DELETE FROM signatures WHERE png_sha256 = ?1", [&sha])?;
+                } else {
+                    tx.execute("UPDATE blobs SET discard = 1 WHERE sha256 = ?1", [&sha])?;
+                }
+            }
+        }
+    }
+    tx.execute(
+        "INSERT OR IGNORE INTO dropped_documents (doc_id, dropped_at_ms) VALUES (?1, ?2)",
+        params![key, now],
+    )?;
+    Ok(())
+}
+
+/// Every blob a household's visits and records cite: photos and their thumbnails,
+/// signature strokes and images (a witness's too).
+fn household_blobs(h: &Household) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for v in h.visits.values() {
+        for p in v.photos.values() {
+            out.push(p.sha256.clone());
+            out.push(p.thumbnail_sha256.clone());
+        }
+    }
+    for e in h.evidence.values() {
+        if let Ok(record) = EvidenceRecord::from_canonical(&e.record.0) {
+            out.extend(record.blobs().into_iter().map(|(_, d)| hex::encode(d)));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Why no template can be shown: none is in force on the phone's date, which is either
@@ -2349,5 +2483,122 @@ mod tests {
                 .all(|c| c.problems.iter().any(|p| p.contains("signature image")))
         );
         s.set_setting("x", "y").unwrap();
+    }
+
+    fn removed(h: HouseholdId) -> Effect {
+        Effect::Apply(DocUpdate {
+            doc: h.0,
+            kind: UpdateKind::Removed,
+            bytes: Default::default(),
+        })
+    }
+
+    fn ack_all(s: &mut Store) {
+        let hashes = s.outbox().unwrap().iter().map(|c| c.hash).collect();
+        s.apply_effects(&[Effect::Acked(hashes)]).unwrap();
+    }
+
+    /// A household that left this phone's scope goes only when nothing recorded here
+    /// is still to reach the server: not while a change waits in the outbox, nor while
+    /// a visit of this phone is open; its blobs go once uploaded, and the drop is
+    /// reported at the next sync.
+    #[test]
+    fn a_removed_household_goes_only_when_nothing_of_its_own_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, h, head, _) = signing_store(dir.path());
+        let v = start_now(&mut s, h);
+        s.attach_photo(h, v, &tiny_jpeg()).unwrap();
+        sign(&mut s, h, v, EvidenceKind::Pledge, head).unwrap();
+        s.apply_effects(&[removed(h)]).unwrap();
+        assert!(s.household(h).is_ok(), "changes wait in the outbox");
+        ack_all(&mut s);
+        s.apply_effects(&[removed(h)]).unwrap();
+        assert!(s.household(h).is_ok(), "the visit is open");
+        assert!(s.dropped_documents().unwrap().is_empty());
+        s.finish_visit(h, v, completed()).unwrap();
+        let snapshot = s.household_doc(h).unwrap().save();
+        ack_all(&mut s);
+        let blobs = s.pending_blobs().unwrap();
+        // The photo (a tiny one is its own thumbnail), the strokes, the signature image.
+        assert_eq!(blobs.len(), 3);
+        s.apply_effects(&[Effect::BlobUploaded(blobs[0].clone())])
+            .unwrap();
+
+        s.apply_effects(&[removed(h)]).unwrap();
+        assert!(matches!(s.household(h), Err(Error::NoSuchHousehold(_))));
+        assert!(s.households(&HouseholdQuery::default()).unwrap().is_empty());
+        assert_eq!(s.dropped_documents().unwrap(), [h.0]);
+        assert_eq!(s.blob(&blobs[0]).unwrap(), None, "uploaded: gone with it");
+        assert_eq!(s.pending_blobs().unwrap(), blobs[1..], "the rest wait");
+        s.apply_effects(&[Effect::BlobUploaded(blobs[1].clone())])
+            .unwrap();
+        assert_eq!(s.blob(&blobs[1]).unwrap(), None, "gone once uploaded");
+
+        // The next sync reports the drop until an answer comes.
+        let mut session = s.sync_session().unwrap();
+        let crate::protocol::Step::Send(crate::protocol::Outgoing::Sync(req)) = session.poll()
+        else {
+            panic!("a sync request first")
+        };
+        assert_eq!(
+            (req.dropped.as_slice(), req.delivered),
+            (&[h.0][..], Some(0))
+        );
+        s.apply_effects(&[Effect::DroppedReported(vec![h.0])])
+            .unwrap();
+        assert!(s.dropped_documents().unwrap().is_empty());
+
+        // Moved back: it comes whole again, and its waiting blobs are kept after upload.
+        s.apply_effects(&[
+            Effect::Delivered(7),
+            Effect::Apply(DocUpdate {
+                doc: h.0,
+                kind: UpdateKind::Snapshot,
+                bytes: snapshot.into(),
+            }),
+        ])
+        .unwrap();
+        assert_eq!(s.household(h).unwrap().visits.len(), 1);
+        s.apply_effects(&[Effect::BlobUploaded(blobs[2].clone())])
+            .unwrap();
+        assert!(s.blob(&blobs[2]).unwrap().is_some());
+        assert_eq!(s.delivered().unwrap(), 7);
+
+        // Told to remove what is not here: noted, to report.
+        let elsewhere = HouseholdId::new();
+        s.apply_effects(&[removed(elsewhere)]).unwrap();
+        assert_eq!(s.dropped_documents().unwrap(), [elsewhere.0]);
+    }
+
+    /// An answer that arrives after a newer one (numbered at or below what was applied)
+    /// brings back nothing and removes nothing.
+    #[test]
+    fn a_late_answer_brings_nothing_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path().join("s.db")).unwrap();
+        let (id, bytes) = sample_doc();
+        let snapshot = |bytes: &[u8]| {
+            Effect::Apply(DocUpdate {
+                doc: id.0,
+                kind: UpdateKind::Snapshot,
+                bytes: bytes.to_vec().into(),
+            })
+        };
+        s.apply_effects(&[Effect::Delivered(5), snapshot(&bytes)])
+            .unwrap();
+        s.apply_effects(&[Effect::Delivered(6), removed(id)])
+            .unwrap();
+        assert!(s.household(id).is_err());
+        s.apply_effects(&[Effect::Delivered(5), snapshot(&bytes)])
+            .unwrap();
+        assert!(s.household(id).is_err(), "late: not brought back");
+        s.apply_effects(&[Effect::Delivered(8), snapshot(&bytes)])
+            .unwrap();
+        assert!(s.household(id).is_ok());
+        assert!(s.dropped_documents().unwrap().is_empty(), "held again");
+        s.apply_effects(&[Effect::Delivered(7), removed(id)])
+            .unwrap();
+        assert!(s.household(id).is_ok(), "late: not removed");
+        assert_eq!(s.delivered().unwrap(), 8);
     }
 }

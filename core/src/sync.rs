@@ -1,7 +1,7 @@
-//! Drives the sans-IO [`SyncSession`] over HTTP (blocking, ureq with rustls), applying
-//! each answer's effects to the [`Store`] in one transaction as it arrives. Also signs
-//! the phone in. Blocking by design (DESIGN.md section 8): apps call it off the main
-//! thread.
+//! Drives the sans-IO [`SyncSession`](crate::protocol::SyncSession) over HTTP (blocking,
+//! ureq with rustls), applying each answer's effects to the [`Store`] in one transaction
+//! as it arrives. Also signs the phone in. Blocking by design (DESIGN.md section 8): apps
+//! call it off the main thread.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::protocol::{
     self, BlobQueryResponse, ErrorBody, Incoming, Outgoing, Step, SyncProgress, SyncResponse,
-    SyncSession,
 };
 use crate::store::Store;
 
@@ -411,7 +410,7 @@ pub fn sync_now(
         return Err(Error::KeyNotRegistered);
     }
     let client = Client::from_store(store)?;
-    let mut session = SyncSession::new(store.cursor()?, store.outbox()?, store.pending_blobs()?);
+    let mut session = store.sync_session()?;
     loop {
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             return Err(Error::Cancelled);

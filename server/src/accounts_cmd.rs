@@ -204,7 +204,7 @@ pub enum AuditCommand {
     },
 }
 
-fn actor() -> String {
+pub(crate) fn actor() -> String {
     let user = std::env::var("USER").unwrap_or_default();
     if user.is_empty() {
         "(command line)".into()

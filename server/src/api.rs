@@ -227,6 +227,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/households/{id}", get(household))
         .route("/v1/households/{id}/reveal", post(reveal))
         .route("/v1/households/{id}/visits/{visit}/review", post(review))
+        .route("/v1/households/{id}/move", post(move_household))
         .route("/v1/residents/lookup", post(lookup))
         .route("/v1/export/households.csv", get(export_households))
         .route("/v1/audit", get(audit_log))
@@ -617,6 +618,25 @@ async fn review(
         .ok_or_else(|| Error::BadRequest("state is received, approved or has_issues".into()))?;
     let db = state.db.clone();
     blocking(move || db.write_review(&caller.principal, id, &visit, review, &b.reason)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct MoveBody {
+    village: String,
+    grid: String,
+}
+
+async fn move_household(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<StatusCode> {
+    let id = parse_household(&id)?;
+    let b: MoveBody = json_body(body, "{\"village\", \"grid\"}")?;
+    let db = state.db.clone();
+    blocking(move || db.move_household_as(&caller.principal, id, &b.village, &b.grid)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -18,8 +18,7 @@ use doorstep_core::model::{
     self, DeviceId, EvidenceKind, Household, HouseholdId, Organisation, TemplateVersion,
 };
 use doorstep_core::protocol::{
-    BlobQuery, BlobQueryResponse, DocUpdate, PROTOCOL_VERSION, RejectedChange, SyncRequest,
-    SyncResponse, UpdateKind,
+    BlobQuery, BlobQueryResponse, PROTOCOL_VERSION, RejectedChange, SyncRequest, SyncResponse,
 };
 use doorstep_core::store::now_ms;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -33,12 +32,14 @@ use crate::error::{Error, Result};
 
 pub mod accounts;
 pub mod evidence;
+mod holdings;
 pub mod people;
 
 const MIGRATIONS: &[&str] = &[
     include_str!("db/0001_init.sql"),
     include_str!("db/0002_evidence.sql"),
     include_str!("db/0003_access.sql"),
+    include_str!("db/0004_holdings.sql"),
 ];
 
 /// `PRAGMA application_id` of a server database ("DSSV"), set by the first migration.
@@ -56,7 +57,7 @@ pub const REFUSED_BYTES_PER_DEVICE: i64 = 16 << 20;
 /// Bound on the bytes of document updates in one pull page (2 MiB).
 pub const PAGE_BYTES: usize = 2 << 20;
 /// Bound on change-log rows read for one pull page.
-const PAGE_ROWS: i64 = 20_000;
+pub(crate) const PAGE_ROWS: i64 = 20_000;
 
 pub use crate::access::{GridRef, Role, Scope};
 
@@ -335,6 +336,78 @@ impl ServerDb {
         Ok(outcome)
     }
 
+    /// Moves a household to the grid `grid` of the village `village` (names trimmed):
+    /// writes both root fields of its document with the server's actor, updates the
+    /// document's place and its projection, and appends a `household_moved` audit entry
+    /// by `by` naming where from and where to, all in one transaction. At their next
+    /// sync, phones whose scope now covers it receive it whole; phones that held it are
+    /// told to remove it, and their changes to it are still taken until they have
+    /// (ADR 0008). Moving a household to where it already is changes nothing and
+    /// audits nothing. Who may move is the caller's check
+    /// ([`crate::access::Permission::MoveHousehold`]).
+    ///
+    /// Errors: [`Error::NotFound`] for an unknown household; [`Error::BadRequest`] for an
+    /// empty village or grid, or one over 100 characters.
+    pub fn move_household(
+        &self,
+        id: HouseholdId,
+        village: &str,
+        grid: &str,
+        by: &str,
+    ) -> Result<()> {
+        let (village, grid) = (village.trim(), grid.trim());
+        for (what, name) in [("village", village), ("grid", grid)] {
+            if name.is_empty() || name.chars().count() > 100 {
+                return Err(Error::BadRequest(format!(
+                    "the {what} must be 1 to 100 characters"
+                )));
+            }
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let place: Option<(String, String)> = tx
+            .query_row(
+                "SELECT village, grid FROM documents WHERE doc_id = ?1 AND kind = 'household'",
+                [&id.0.as_bytes()[..]],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((from_village, from_grid)) = place else {
+            return Err(Error::NotFound(format!("no household {id}")));
+        };
+        if from_village == village && from_grid == grid {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut doc = load_doc(&tx, id.0)?.with_actor(self.actor.clone());
+        let before = doc.get_heads();
+        model::set_place(&mut doc, village, grid, now)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        store_server_changes(&tx, id.0, &doc, &before, now)?;
+        // The documents row's place is what scopes read; changing it counts as a
+        // placement (a trigger), so every phone compares its holdings at its next pull.
+        tx.execute(
+            "UPDATE documents SET village = ?2, grid = ?3 WHERE doc_id = ?1",
+            params![&id.0.as_bytes()[..], village, grid],
+        )?;
+        project_household(&tx, &self.lookup, id.0, &mut doc, now)?;
+        crate::audit::append(
+            &tx,
+            &self.server_key,
+            now,
+            by,
+            None,
+            "household_moved",
+            &id.to_string(),
+            serde_json::json!({
+                "from": {"village": from_village, "grid": from_grid},
+                "to": {"village": village, "grid": grid},
+            }),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The grids and villages of `scope` that hold no household yet, as `village` or
     /// `village/grid`, so that a misspelt scope can be pointed out. Units hold no
     /// households and are not listed.
@@ -360,10 +433,12 @@ impl ServerDb {
         Ok(out)
     }
 
-    /// One sync exchange (DESIGN.md section 4): stores the accepted pushed changes,
-    /// acknowledges them by hash, refuses the others with a reason, and answers one page
-    /// of document updates after the request's cursor within the device's scope.
-    /// Idempotent: the same request twice stores nothing twice.
+    /// One sync exchange (DESIGN.md section 4): takes in what the phone says it holds
+    /// (the answers it applied, the documents it dropped), stores the accepted pushed
+    /// changes, acknowledges them by hash, refuses the others with a reason, and answers
+    /// one page of document updates after the request's cursor within the device's
+    /// reach, with households that moved into it whole and those that moved out as
+    /// removed (ADR 0008). Idempotent: the same request twice stores nothing twice.
     ///
     /// Errors: [`Error::BadRequest`] for another protocol version; [`Error::Db`].
     pub fn sync(&self, device: &Device, req: &SyncRequest) -> Result<SyncResponse> {
@@ -376,6 +451,7 @@ impl ServerDb {
         let now = now_ms();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        holdings::settle(&tx, &device.device_id, req.delivered, &req.dropped)?;
         let mut resp = SyncResponse::default();
         let mut push = Push {
             tx: &tx,
@@ -419,7 +495,10 @@ impl ServerDb {
                 }),
             )?;
         }
-        if let Some(outbox) = &req.outbox {
+        let outbox = req.outbox.or(req
+            .delivered
+            .map(|_| doorstep_core::protocol::OutboxSummary::default()));
+        if let Some(outbox) = &outbox {
             let report = serde_json::to_string(&accounts::OutboxReport {
                 changes: outbox.changes,
                 households: outbox.households,
@@ -438,7 +517,7 @@ impl ServerDb {
               WHERE device_id = ?2 AND (last_sync_ms IS NULL OR last_sync_ms < ?1 - 60000)",
             params![now, device.device_id.to_string()],
         )?;
-        pull_page(&tx, device, req, self.page_bytes, &mut resp)?;
+        holdings::pull_page(&tx, device, req, self.page_bytes, &mut resp)?;
         tx.commit()?;
         Ok(resp)
     }
@@ -716,7 +795,11 @@ impl Push<'_> {
                 "the organisation record is written by the office only",
             );
         }
-        if !self.device.scope.covers(&village, &grid) {
+        // A household this phone holds stays writable after it left the account's scope
+        // (moved to another grid, or the scope changed), until the phone reports it
+        // dropped: a visit recorded offline before the phone learnt of the move is kept.
+        let in_scope = self.device.scope.covers(&village, &grid);
+        if !in_scope && !holdings::held(tx, &self.device.device_id, doc_id)? {
             return refuse_all(self, resp, NOT_YOURS);
         }
         let principal = self.device.principal();
@@ -831,8 +914,9 @@ impl Push<'_> {
             // The role's write rules, by changed path (DESIGN.md section 6): every
             // path the change touches must be one the permission table lets this
             // account write in this household, and a visit it creates must be its own.
-            let allowed = paths_allowed(&doc, &trial, change, &principal, &village, &grid)
-                .and_then(|()| new_visits_are_own(&doc, &trial, self.device));
+            let allowed =
+                paths_allowed(&doc, &trial, change, &principal, &village, &grid, in_scope)
+                    .and_then(|()| new_visits_are_own(&doc, &trial, self.device));
             if let Err(reason) = allowed {
                 self.refuse(resp, doc_id, hash, raw_bytes, &reason)?;
                 refused_here.insert(change.hash());
@@ -1074,6 +1158,14 @@ fn op_root_keys(
 /// its operations write under ([`op_root_keys`]). An empty change is refused: it
 /// touches nothing anyone may write, yet would be stored and sent to every phone.
 /// Returns the refusal's reason, naming the path and the role.
+///
+/// `in_scope` is false for a household outside the account's scope that the pushing
+/// phone still holds (it moved away, or the scope changed, and the phone has not yet
+/// dropped it). Such a household is judged as if it were in scope, by the role's row
+/// of the table alone ([`Principal::may_at_all`]): the account keeps exactly the
+/// writes its role has anywhere in its scope (a grid worker still finishes and records
+/// its own visits there, with their evidence), nothing its role lacks, and only until
+/// the phone reports the household dropped.
 fn paths_allowed(
     before: &Automerge,
     after: &Automerge,
@@ -1081,15 +1173,23 @@ fn paths_allowed(
     principal: &Principal,
     village: &str,
     grid: &str,
+    in_scope: bool,
 ) -> std::result::Result<(), String> {
     if change.is_empty() {
         return Err("an empty change writes nothing".into());
     }
+    let may = |p| {
+        if in_scope {
+            principal.may(p, village, grid)
+        } else {
+            principal.may_at_all(p)
+        }
+    };
     let mut keys = changed_root_keys(before, after);
     keys.extend(op_root_keys(after, change)?);
     for key in keys {
         match access::permission_for_path(&key) {
-            Some(p) if principal.may(p, village, grid) => {}
+            Some(p) if may(p) => {}
             Some(p) => {
                 return Err(format!(
                     "a {} may not write `{key}` ({p:?}) in this household",
@@ -1306,108 +1406,6 @@ fn upgrade_households(conn: &mut Connection, actor: &ActorId, lookup: &LookupKey
     Ok(())
 }
 
-/// One page of the pull after `req.cursor`. A document whose first change is after the
-/// cursor cannot be on the phone and goes as one snapshot. On later pages of the same
-/// pull (`req.pull`), rows of documents already sent whole earlier in the pull are
-/// skipped up to the pull's head, since the snapshot held them.
-fn pull_page(
-    tx: &Transaction<'_>,
-    device: &Device,
-    req: &SyncRequest,
-    budget: usize,
-    resp: &mut SyncResponse,
-) -> Result<()> {
-    let cursor = req.cursor;
-    let (since, head) = match req.pull {
-        Some(p) if p.since <= cursor => (p.since as i64, p.head as i64),
-        _ => (cursor as i64, -1),
-    };
-    // Households only to roles that take them to the field (the permission table's
-    // SyncHouseholds), within the account's scope; the organisation document to all.
-    let households = device
-        .principal()
-        .may_at_all(crate::access::Permission::SyncHouseholds);
-    let scope = device.scope.to_json();
-    let mut stmt = tx.prepare_cached(
-        "SELECT c.seq, c.doc_id, c.actor, c.bytes, d.first_seq, d.bytes
-           FROM change_log c JOIN documents d ON d.doc_id = c.doc_id
-          WHERE c.seq > ?1
-            AND (d.kind = 'organisation'
-                 OR (?2 AND d.kind = 'household'
-                     AND (json_extract(?3, '$.town')
-                          OR d.village IN (SELECT value FROM json_each(?3, '$.villages'))
-                          OR (d.village, d.grid) IN
-                             (SELECT json_extract(value, '$.village'), json_extract(value, '$.grid')
-                                FROM json_each(?3, '$.grids')))))
-          ORDER BY c.seq
-          LIMIT ?4",
-    )?;
-    let own = device.device_id.actor().to_bytes().to_vec();
-    let mut rows = stmt.query(params![cursor as i64, households, scope, PAGE_ROWS])?;
-    let mut index: HashMap<Uuid, usize> = HashMap::new();
-    let mut used = 0usize;
-    let mut last = cursor as i64;
-    let mut read = 0i64;
-    let mut more = false;
-    while let Some(r) = rows.next()? {
-        read += 1;
-        let seq: i64 = r.get(0)?;
-        let doc = Uuid::from_slice(&r.get::<_, Vec<u8>>(1)?).unwrap_or(Uuid::nil());
-        let actor: Vec<u8> = r.get(2)?;
-        let first_seq: i64 = r.get(4)?;
-        if first_seq > since && first_seq <= cursor as i64 && seq <= head {
-            // Sent whole on an earlier page of this pull.
-            last = seq;
-            continue;
-        }
-        let new_to_phone = first_seq > cursor as i64;
-        let already = index.get(&doc).copied();
-        if new_to_phone && already.is_some() {
-            // Already sent whole in this page.
-            last = seq;
-            continue;
-        }
-        if !new_to_phone && actor == own {
-            // The phone made this change; it has it.
-            last = seq;
-            continue;
-        }
-        let payload: Vec<u8> = if new_to_phone { r.get(5)? } else { r.get(3)? };
-        if used > 0 && used + payload.len() > budget {
-            more = true;
-            break;
-        }
-        used += payload.len();
-        last = seq;
-        match already {
-            Some(i) => resp.docs[i].bytes.extend_from_slice(&payload),
-            None => {
-                index.insert(doc, resp.docs.len());
-                resp.docs.push(DocUpdate {
-                    doc,
-                    kind: if new_to_phone {
-                        UpdateKind::Snapshot
-                    } else {
-                        UpdateKind::Changes
-                    },
-                    bytes: ByteBuf::from(payload),
-                });
-            }
-        }
-    }
-    resp.cursor = last.max(0) as u64;
-    resp.more = more || read == PAGE_ROWS;
-    if resp.more {
-        resp.head = Some(match req.pull {
-            Some(p) => p.head,
-            None => tx.query_row("SELECT coalesce(max(seq), 0) FROM change_log", [], |r| {
-                r.get::<_, i64>(0)
-            })? as u64,
-        });
-    }
-    Ok(())
-}
-
 /// Rebuilds the household's rows in the projection tables from its document. ID
 /// numbers are kept only as their keyed hash (`residents.id_hmac`); reveals read the
 /// document.
@@ -1517,7 +1515,7 @@ fn project_household(
 mod tests {
     use super::*;
     use automerge::transaction::Transactable;
-    use doorstep_core::protocol::DocChanges;
+    use doorstep_core::protocol::{DocChanges, DocUpdate, PullStart, UpdateKind};
 
     const GRID: &str = "测试村第1网格";
 
@@ -1559,6 +1557,8 @@ mod tests {
             }],
             pull: None,
             outbox: None,
+            dropped: vec![],
+            delivered: None,
         }
     }
 
@@ -1612,6 +1612,8 @@ mod tests {
             push: vec![],
             pull: None,
             outbox: None,
+            dropped: vec![],
+            delivered: None,
         };
         assert!(matches!(db.sync(&device, &old), Err(Error::BadRequest(_))));
     }
@@ -1628,6 +1630,8 @@ mod tests {
                     push: vec![],
                     pull: None,
                     outbox: None,
+                    dropped: vec![],
+                    delivered: None,
                 },
             )
             .unwrap();
@@ -1643,6 +1647,8 @@ mod tests {
                     push: vec![],
                     pull: None,
                     outbox: None,
+                    dropped: vec![],
+                    delivered: None,
                 },
             )
             .unwrap();
@@ -1746,6 +1752,8 @@ mod tests {
             push: vec![],
             pull: None,
             outbox: None,
+            dropped: vec![],
+            delivered: None,
         };
         let mut received = 0;
         let mut pages = 0;
@@ -2094,5 +2102,493 @@ mod tests {
         let resp = db.sync(&device, &push(id, changes)).unwrap();
         assert_eq!(resp.rejected.len(), 2, "{:?}", resp.rejected);
         assert!(resp.rejected[0].reason.contains("lacks a signed"));
+    }
+
+    const GRID_2: &str = "测试村第2网格";
+
+    /// A phone as the server sees it: its documents, cursor, the highest numbered
+    /// answer it applied, what it dropped and has not reported, and the documents it
+    /// will not delete yet (something of its own is still waiting to be pushed).
+    struct Phone {
+        token: String,
+        device: Device,
+        cursor: u64,
+        delivered: u64,
+        dropped: Vec<Uuid>,
+        docs: HashMap<Uuid, Automerge>,
+        keep: HashSet<Uuid>,
+    }
+
+    impl Phone {
+        fn new(db: &ServerDb, user: &str) -> Self {
+            let token = db
+                .sign_in(user, "password-1", DeviceId::new(), None)
+                .unwrap();
+            let device = db.authenticate(&token).unwrap();
+            Self {
+                token,
+                device,
+                cursor: 0,
+                delivered: 0,
+                dropped: Vec::new(),
+                docs: HashMap::new(),
+                keep: HashSet::new(),
+            }
+        }
+
+        /// The account's role or scope changed: the next request carries it.
+        fn reauthenticate(&mut self, db: &ServerDb) {
+            self.device = db.authenticate(&self.token).unwrap();
+        }
+
+        fn request(&self, push: Vec<DocChanges>, pull: Option<PullStart>) -> SyncRequest {
+            SyncRequest {
+                v: PROTOCOL_VERSION,
+                cursor: self.cursor,
+                push,
+                pull,
+                dropped: self.dropped.clone(),
+                delivered: Some(self.delivered),
+                outbox: None,
+            }
+        }
+
+        fn apply(&mut self, resp: &SyncResponse) {
+            self.dropped.clear();
+            if let Some(d) = resp.delivery {
+                assert!(d > self.delivered, "answers are numbered upwards");
+                self.delivered = d;
+            }
+            for u in &resp.docs {
+                match u.kind {
+                    UpdateKind::Removed => {
+                        if !self.keep.contains(&u.doc) {
+                            self.docs.remove(&u.doc);
+                            self.dropped.push(u.doc);
+                        }
+                    }
+                    UpdateKind::Snapshot | UpdateKind::Changes => {
+                        self.docs
+                            .entry(u.doc)
+                            .or_default()
+                            .load_incremental(&u.bytes)
+                            .unwrap();
+                    }
+                }
+            }
+            self.cursor = self.cursor.max(resp.cursor);
+        }
+
+        /// One request, its answer applied.
+        fn exchange(&mut self, db: &ServerDb, push: Vec<DocChanges>) -> SyncResponse {
+            let resp = db.sync(&self.device, &self.request(push, None)).unwrap();
+            self.apply(&resp);
+            resp
+        }
+
+        /// A whole pull, page by page; returns every update received.
+        fn sync(&mut self, db: &ServerDb) -> Vec<DocUpdate> {
+            let since = self.cursor;
+            let mut pull = None;
+            let mut got = Vec::new();
+            loop {
+                let resp = db.sync(&self.device, &self.request(vec![], pull)).unwrap();
+                self.apply(&resp);
+                got.extend(resp.docs.iter().cloned());
+                if !resp.more {
+                    return got;
+                }
+                pull.get_or_insert(PullStart {
+                    since,
+                    head: resp.head.unwrap(),
+                });
+            }
+        }
+
+        /// A change to the phone field of its copy of `id`, made by this phone.
+        fn edit(&mut self, id: HouseholdId, phone: &str) -> DocChanges {
+            let actor = self.device.device_id.actor();
+            let doc = self.docs.get_mut(&id.0).unwrap();
+            let mut mine = doc.fork().with_actor(actor);
+            let mut t = mine.transaction();
+            t.put(automerge::ROOT, "phone", phone).unwrap();
+            t.commit();
+            let change = mine.get_last_local_change().unwrap().raw_bytes().to_vec();
+            doc.load_incremental(&change).unwrap();
+            DocChanges {
+                doc: id.0,
+                changes: vec![ByteBuf::from(change)],
+            }
+        }
+
+        fn households(&self) -> BTreeSet<Uuid> {
+            self.docs
+                .iter()
+                .filter(|(_, d)| model::document_kind(d).as_deref() == Some("household"))
+                .map(|(id, _)| *id)
+                .collect()
+        }
+
+        /// Every document it holds has the server's heads.
+        fn assert_current(&self, db: &ServerDb) {
+            let heads = db.document_heads().unwrap();
+            for (id, doc) in &self.docs {
+                let mut h = doc.get_heads();
+                h.sort();
+                assert_eq!(h, heads[id], "document {id}");
+            }
+        }
+    }
+
+    /// A server with households in two grids of one village and a worker on each grid.
+    fn two_grids(
+        per_grid: usize,
+    ) -> (
+        tempfile::TempDir,
+        ServerDb,
+        Vec<HouseholdId>,
+        Vec<HouseholdId>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = ServerDb::open(dir.path()).unwrap();
+        let mut grids = (Vec::new(), Vec::new());
+        let mut households = Vec::new();
+        for i in 0..per_grid {
+            for (grid, ids) in [(GRID, &mut grids.0), (GRID_2, &mut grids.1)] {
+                let id = HouseholdId::new();
+                ids.push(id);
+                let mut h = Household::new(id, "测试村", grid, &format!("{i}号"));
+                h.head_name = format!("户主{i}");
+                households.push(h);
+            }
+        }
+        db.import_households(&households).unwrap();
+        for (user, grid) in [("w1", GRID), ("w2", GRID_2)] {
+            db.add_user(
+                user,
+                "password-1",
+                Role::GridWorker,
+                &Scope::grids(vec![GridRef::new("测试村", grid)]),
+                "(test)",
+            )
+            .unwrap();
+        }
+        (dir, db, grids.0, grids.1)
+    }
+
+    fn ids(list: &[HouseholdId]) -> BTreeSet<Uuid> {
+        list.iter().map(|h| h.0).collect()
+    }
+
+    /// A household moved to another grid reaches the new grid's phone whole, though that
+    /// phone's cursor passed its creation long ago; the old phone is told to remove it at
+    /// every sync until it reports it dropped, and until then its changes to it (a visit
+    /// recorded offline) are taken.
+    #[test]
+    fn a_moved_household_reaches_the_new_phone_whole_and_leaves_the_old_one() {
+        let (_dir, db, g1, g2) = two_grids(2);
+        let mut p1 = Phone::new(&db, "w1");
+        let mut p2 = Phone::new(&db, "w2");
+        p1.sync(&db);
+        p2.sync(&db);
+        assert_eq!(p1.households(), ids(&g1));
+        assert_eq!(p2.households(), ids(&g2));
+        // Changes after the imports move both cursors on.
+        let e = p1.edit(g1[1], "13900000001");
+        assert_eq!(p1.exchange(&db, vec![e]).acked.len(), 1);
+        p2.sync(&db);
+        let h = g1[0];
+
+        // Offline, phone 1 changes h; then the office moves h to grid 2.
+        let offline = p1.edit(h, "13900000002");
+        db.move_household(h, "测试村", GRID_2, "office").unwrap();
+        let got = p2.sync(&db);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].doc, got[0].kind), (h.0, UpdateKind::Snapshot));
+        let mut moved = model::read_household(&p2.docs[&h.0]).unwrap();
+        assert_eq!(moved.grid, GRID_2);
+        p2.assert_current(&db);
+        assert!(p2.sync(&db).is_empty(), "sent once");
+
+        // Phone 1 pushes its change (taken: it holds h) and is told to remove h; it keeps
+        // h while something of its own waits, and is told again at every sync.
+        p1.keep.insert(h.0);
+        let resp = p1.exchange(&db, vec![offline.clone()]);
+        assert_eq!(resp.acked.len(), 1, "{:?}", resp.rejected);
+        let removed = |docs: &[DocUpdate]| -> Vec<Uuid> {
+            docs.iter()
+                .filter(|u| u.kind == UpdateKind::Removed)
+                .map(|u| u.doc)
+                .collect()
+        };
+        assert_eq!(removed(&resp.docs), [h.0]);
+        assert_eq!(removed(&p1.sync(&db)), [h.0], "until dropped");
+        // It may still finish what it had started there.
+        let more = p1.edit(h, "13900000003");
+        let resp = p1.exchange(&db, vec![more]);
+        assert_eq!(resp.acked.len(), 1, "{:?}", resp.rejected);
+        p1.keep.clear();
+        assert_eq!(removed(&p1.sync(&db)), [h.0]);
+        assert_eq!(p1.dropped, [h.0], "deleted, to report");
+        assert!(p1.sync(&db).is_empty(), "reported: nothing more");
+        assert!(p1.dropped.is_empty());
+        assert_eq!(p1.households(), ids(&g1[1..]));
+        assert!(p1.sync(&db).is_empty(), "and it does not come back");
+
+        // Once dropped, its writes there are refused again.
+        let mut stale = db.household_doc(h).unwrap().unwrap();
+        stale.load_incremental(&offline.changes[0]).unwrap();
+        p1.docs.insert(h.0, stale);
+        let late = p1.edit(h, "13900000004");
+        p1.docs.remove(&h.0);
+        let resp = p1.exchange(&db, vec![late]);
+        assert_eq!(resp.rejected.len(), 1);
+        assert_eq!(
+            resp.rejected[0].reason,
+            "the household is outside this account's scope"
+        );
+
+        // Phone 2 gets phone 1's changes to h.
+        let got = p2.sync(&db);
+        assert!(
+            got.iter()
+                .all(|u| u.doc == h.0 && u.kind == UpdateKind::Changes)
+        );
+        moved = model::read_household(&p2.docs[&h.0]).unwrap();
+        assert_eq!(moved.phone, "13900000003");
+        p2.assert_current(&db);
+        p1.assert_current(&db);
+
+        // The move is audited, and a move back makes phone 1 take h whole again.
+        let detail: String = db
+            .conn()
+            .query_row(
+                "SELECT detail FROM audit_log WHERE action = 'household_moved' AND target = ?1",
+                [h.to_string()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let detail: serde_json::Value = serde_json::from_str(&detail).unwrap();
+        assert_eq!(detail["from"]["grid"], GRID);
+        assert_eq!(detail["to"]["grid"], GRID_2);
+        db.move_household(h, "测试村", GRID, "office").unwrap();
+        let got = p1.sync(&db);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].doc, got[0].kind), (h.0, UpdateKind::Snapshot));
+        assert_eq!(removed(&p2.sync(&db)), [h.0]);
+        p1.assert_current(&db);
+        assert_eq!(p1.households(), ids(&g1));
+    }
+
+    /// Households moving in come one snapshot per page when pages are small; an answer
+    /// that never reached the phone is sent again, and nothing is sent twice otherwise.
+    #[test]
+    fn moved_in_households_page_and_a_lost_answer_is_sent_again() {
+        let (_dir, mut db, g1, g2) = two_grids(5);
+        let mut p1 = Phone::new(&db, "w1");
+        let mut p2 = Phone::new(&db, "w2");
+        p1.sync(&db);
+        p2.sync(&db);
+        for h in &g1 {
+            let e = p1.edit(*h, "13900000001");
+            p1.exchange(&db, vec![e]);
+        }
+        p2.sync(&db);
+        for h in &g1 {
+            db.move_household(*h, "测试村", GRID_2, "office").unwrap();
+        }
+        db.set_page_bytes(1);
+
+        // The first page is lost on the way.
+        let lost = db.sync(&p2.device, &p2.request(vec![], None)).unwrap();
+        assert_eq!(lost.docs.len(), 1);
+        assert!(lost.more && lost.delivery.is_some());
+        let got = p2.sync(&db);
+        let snapshots: Vec<Uuid> = got
+            .iter()
+            .filter(|u| u.kind == UpdateKind::Snapshot)
+            .map(|u| u.doc)
+            .collect();
+        assert_eq!(snapshots.len(), g1.len(), "each once");
+        assert_eq!(snapshots[0], lost.docs[0].doc, "the lost one again");
+        assert!(got.iter().all(|u| u.kind == UpdateKind::Snapshot));
+        let bytes: usize = got.iter().map(|u| u.bytes.len()).sum();
+        let whole: usize = g1
+            .iter()
+            .map(|h| db.household_doc(*h).unwrap().unwrap().save().len())
+            .sum();
+        assert_eq!(bytes, whole, "nothing sent twice");
+        let mut all = ids(&g1);
+        all.extend(ids(&g2));
+        assert_eq!(p2.households(), all);
+        p2.assert_current(&db);
+        assert!(p2.sync(&db).is_empty());
+
+        // Phone 1 is told to remove all five, in one page.
+        let got = p1.sync(&db);
+        assert_eq!(got.len(), g1.len());
+        assert!(got.iter().all(|u| u.kind == UpdateKind::Removed));
+        p1.sync(&db);
+        assert!(p1.households().is_empty());
+        assert!(p1.sync(&db).is_empty());
+        // An answer the phone applied late (after a newer one) is numbered at or below
+        // what it holds, so a phone can tell it apart.
+        assert!(lost.delivery.unwrap() <= p2.delivered);
+    }
+
+    /// Changing an account's scope moves whole grids between its phones as a move does;
+    /// a role that takes no households to the field keeps only the organisation
+    /// document.
+    #[test]
+    fn a_scope_change_moves_whole_grids() {
+        let (_dir, db, g1, g2) = two_grids(3);
+        let mut p1 = Phone::new(&db, "w1");
+        let mut p2 = Phone::new(&db, "w2");
+        p1.sync(&db);
+        p2.sync(&db);
+        let offline = p1.edit(g1[0], "13900000005");
+        db.set_role(
+            "w1",
+            Role::GridWorker,
+            &Scope::grids(vec![GridRef::new("测试村", "测试村第3网格")]),
+            "admin",
+        )
+        .unwrap();
+        db.set_role(
+            "w2",
+            Role::GridWorker,
+            &Scope::villages(vec!["测试村".into()]),
+            "admin",
+        )
+        .unwrap();
+        p1.reauthenticate(&db);
+        p2.reauthenticate(&db);
+        let resp = p1.exchange(&db, vec![offline]);
+        assert_eq!(resp.acked.len(), 1, "{:?}", resp.rejected);
+        assert_eq!(resp.docs.len(), g1.len());
+        assert!(resp.docs.iter().all(|u| u.kind == UpdateKind::Removed));
+        assert!(p1.households().is_empty());
+        p1.sync(&db);
+        assert!(p1.dropped.is_empty());
+        assert!(p1.sync(&db).is_empty());
+
+        let got = p2.sync(&db);
+        assert_eq!(got.len(), g1.len());
+        assert!(got.iter().all(|u| u.kind == UpdateKind::Snapshot));
+        let mut all = ids(&g1);
+        all.extend(ids(&g2));
+        assert_eq!(p2.households(), all);
+        p2.assert_current(&db);
+        assert_eq!(
+            model::read_household(&p2.docs[&g1[0].0]).unwrap().phone,
+            "13900000005"
+        );
+
+        db.set_role(
+            "w2",
+            Role::Liaison,
+            &Scope::villages(vec!["测试村".into()]),
+            "admin",
+        )
+        .unwrap();
+        p2.reauthenticate(&db);
+        let got = p2.sync(&db);
+        assert_eq!(got.len(), all.len());
+        assert!(got.iter().all(|u| u.kind == UpdateKind::Removed));
+        p2.sync(&db);
+        assert!(p2.households().is_empty());
+        assert_eq!(p2.docs.len(), 1, "the organisation document stays");
+    }
+
+    #[test]
+    fn a_move_needs_a_known_household_and_a_place() {
+        let (_dir, db, g1, _g2) = two_grids(1);
+        let changes = db.totals().unwrap().changes;
+        assert!(matches!(
+            db.move_household(HouseholdId::new(), "测试村", GRID_2, "office"),
+            Err(Error::NotFound(_))
+        ));
+        for (village, grid) in [(" ", GRID_2), ("测试村", ""), ("测试村", &"格".repeat(101))]
+        {
+            assert!(matches!(
+                db.move_household(g1[0], village, grid, "office"),
+                Err(Error::BadRequest(_))
+            ));
+        }
+        db.move_household(g1[0], "测试村", GRID, "office").unwrap();
+        assert_eq!(db.totals().unwrap().changes, changes, "already there");
+        db.move_household(g1[0], " 新村 ", &"格".repeat(100), "office")
+            .unwrap();
+        let h = model::read_household(&db.household_doc(g1[0]).unwrap().unwrap()).unwrap();
+        assert_eq!((h.village.as_str(), h.grid.chars().count()), ("新村", 100));
+        let projected: (String, String) = db
+            .conn()
+            .query_row(
+                "SELECT village, grid FROM households WHERE doc_id = ?1",
+                [&g1[0].0.as_bytes()[..]],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(projected, (h.village.clone(), h.grid.clone()));
+        assert_eq!(db.totals().unwrap().changes, changes + 1, "one change");
+    }
+
+    /// A data folder from before holdings: its phones that synced are taken to hold the
+    /// documents in their reach created before their last sync, and nothing else.
+    #[test]
+    fn holdings_are_backfilled_for_phones_that_synced_before() {
+        let (dir, db, g1, g2) = two_grids(2);
+        let mut p1 = Phone::new(&db, "w1");
+        let p2 = Phone::new(&db, "w2");
+        p1.sync(&db);
+        let after = HouseholdId::new();
+        db.import_households(&[Household::new(after, "测试村", GRID, "9号")])
+            .unwrap();
+        {
+            let conn = db.conn();
+            conn.execute_batch(
+                "DELETE FROM device_docs; UPDATE devices SET holdings_basis = NULL;",
+            )
+            .unwrap();
+            // Phone 1 synced before the last import; phone 2 never did.
+            conn.execute(
+                "UPDATE devices SET last_sync_ms = (SELECT received_at_ms FROM change_log
+                     WHERE seq = (SELECT first_seq FROM documents WHERE doc_id = ?1)) - 1
+                  WHERE device_id = ?2",
+                params![&after.0.as_bytes()[..], p1.device.device_id.to_string()],
+            )
+            .unwrap();
+            conn.execute(
+                "UPDATE change_log SET received_at_ms = received_at_ms + 1
+                  WHERE seq = (SELECT first_seq FROM documents WHERE doc_id = ?1)",
+                [&after.0.as_bytes()[..]],
+            )
+            .unwrap();
+            let backfill = &MIGRATIONS[3][MIGRATIONS[3]
+                .find("INSERT OR IGNORE INTO device_docs")
+                .unwrap()..];
+            conn.execute_batch(backfill).unwrap();
+        }
+        let held = |device: &Device| -> BTreeSet<Uuid> {
+            let conn = db.conn();
+            let mut stmt = conn
+                .prepare("SELECT doc_id FROM device_docs WHERE device_id = ?1")
+                .unwrap();
+            stmt.query_map([device.device_id.to_string()], |r| {
+                Ok(Uuid::from_slice(&r.get::<_, Vec<u8>>(0)?).unwrap())
+            })
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap()
+        };
+        let mut want = ids(&g1);
+        want.insert(db.organisation);
+        assert_eq!(held(&p1.device), want);
+        assert!(held(&p2.device).is_empty());
+        // Phone 1's next pull sends the new household whole, and nothing else.
+        let got = p1.sync(&db);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].doc, got[0].kind), (after.0, UpdateKind::Snapshot));
+        let _ = (dir, g2);
     }
 }

@@ -105,6 +105,11 @@ enum Command {
         #[arg(long)]
         household: Option<String>,
     },
+    /// Households: move one to another grid.
+    Household {
+        #[command(subcommand)]
+        command: HouseholdCommand,
+    },
     /// Notice and pledge templates, carried to the phones in the organisation document.
     Template {
         #[command(subcommand)]
@@ -119,6 +124,26 @@ enum Command {
         listen: SocketAddr,
         #[command(flatten)]
         tls: TlsArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum HouseholdCommand {
+    /// Move a household to another grid (audited). At their next sync the phones of the
+    /// new grid receive it whole and those of the old grid delete it, once what they
+    /// recorded there has reached the server. Safe while the server runs.
+    Move {
+        #[command(flatten)]
+        data: DataArg,
+        /// The household's ID (a UUID).
+        #[arg(long)]
+        household: String,
+        /// The village it moves to (the same one, for a move between its grids).
+        #[arg(long)]
+        village: String,
+        /// The grid it moves to.
+        #[arg(long)]
+        grid: String,
     },
 }
 
@@ -297,6 +322,33 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     Ok(ExitCode::from(1))
                 }
             }
+        }
+        Command::Household {
+            command:
+                HouseholdCommand::Move {
+                    data,
+                    household,
+                    village,
+                    grid,
+                },
+        } => {
+            let id = HouseholdId::parse(&household)
+                .ok_or_else(|| format!("--household {household} is not a UUID"))?;
+            let db = open_existing(&data.data)?;
+            let from = db
+                .household_doc(id)
+                .map_err(|e| e.to_string())?
+                .and_then(|doc| doorstep_core::model::read_household(&doc).ok())
+                .map(|h| format!("{}/{}", h.village, h.grid));
+            db.move_household(id, &village, &grid, &accounts_cmd::actor())
+                .map_err(|e| e.to_string())?;
+            println!(
+                "household {id} moved from {} to {}/{}",
+                from.unwrap_or_else(|| "?".into()),
+                village.trim(),
+                grid.trim()
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Template {
             command: TemplateCommand::List { data },

@@ -411,6 +411,8 @@ impl Fixture {
                         push: Vec::new(),
                         pull,
                         outbox: None,
+                        dropped: vec![],
+                        delivered: None,
                     },
                 )
                 .expect("first sync");
@@ -536,6 +538,8 @@ impl Fixture {
             push,
             pull: None,
             outbox: None,
+            dropped: vec![],
+            delivered: None,
         };
         let start = Instant::now();
         let resp = self.db.sync(&self.device, &req).expect("sync");

@@ -4,6 +4,7 @@
 mod access;
 mod convergence;
 mod evidence;
+mod reassign;
 mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -543,6 +544,8 @@ fn the_sync_endpoint_is_never_open_and_refuses_hostile_requests() {
                 push: vec![],
                 pull: None,
                 outbox: None,
+                dropped: vec![],
+                delivered: None,
             })[..],
         )
         .unwrap();

@@ -568,6 +568,23 @@ impl ServerDb {
         Ok(())
     }
 
+    /// Moves a household to another grid on `p`'s behalf ([`ServerDb::move_household`]):
+    /// the new grid's phones receive it whole at their next sync, the old ones drop it
+    /// once nothing of theirs waits in it. Audited.
+    ///
+    /// Errors: [`Error::Forbidden`] for a role without `MoveHousehold`;
+    /// [`Error::NotFound`]; [`Error::BadRequest`] for an empty or over-long place.
+    pub fn move_household_as(
+        &self,
+        p: &Principal,
+        id: HouseholdId,
+        village: &str,
+        grid: &str,
+    ) -> Result<()> {
+        self.check_household(p, Permission::MoveHousehold, id)?;
+        self.move_household(id, village, grid, &p.username)
+    }
+
     /// Whether a household exists at all (for tests and the command line).
     pub fn household_exists(&self, id: HouseholdId) -> Result<bool> {
         Ok(self.household_place(id)?.is_some())

@@ -273,6 +273,8 @@ impl Town {
             push,
             pull: None,
             outbox: None,
+            dropped: vec![],
+            delivered: None,
         });
         let mut resp = agent()
             .post(self.url("/v1/sync"))
@@ -461,6 +463,19 @@ fn every_role_every_endpoint_in_and_out_of_scope_gets_what_the_table_allows() {
                 Some(json!({"state": "received"})),
             );
             check(Permission::WriteReview, "reviews a visit", s == 204);
+            // A move to where it already is: allowed or refused, and changes nothing.
+            let (village, grid) = if in_scope {
+                ("甲村", "第1网格")
+            } else {
+                ("乙村", "第2网格")
+            };
+            let (s, _) = call(
+                "POST",
+                &t.url(&format!("/v1/households/{hid}/move")),
+                Some(&session),
+                Some(json!({"village": village, "grid": grid})),
+            );
+            check(Permission::MoveHousehold, "moves a household", s == 204);
             // Pushes from the role's phone (a role without a phone cannot push at all).
             let pushed = |edit: Box<dyn FnOnce(&mut Automerge)>| -> bool {
                 device
@@ -567,9 +582,9 @@ fn every_role_every_endpoint_in_and_out_of_scope_gets_what_the_table_allows() {
         mismatches.len(),
         mismatches.join("\n")
     );
-    // 7 roles × (enrolment + 2 households × (6 API calls + 5 pushes) + an upload + 5
+    // 7 roles × (enrolment + 2 households × (7 API calls + 5 pushes) + an upload + 5
     // account acts).
-    assert_eq!(checked, 7 * (1 + 2 * (6 + 5) + 1 + 5), "every case ran");
+    assert_eq!(checked, 7 * (1 + 2 * (7 + 5) + 1 + 5), "every case ran");
 }
 
 #[test]
