@@ -2345,7 +2345,7 @@ mod tests {
         assert_eq!(resp.rejected.len(), 1);
         assert_eq!(
             resp.rejected[0].reason,
-            "the household is outside this account's scope"
+            "the household is not known to the server or outside this account's scope"
         );
 
         // Phone 2 gets phone 1's changes to h.
