@@ -196,11 +196,15 @@ pub enum AuditCommand {
         #[arg(long, default_value_t = 0)]
         after: i64,
     },
-    /// Check the audit log's hash chain. Exits 0 when it holds, 1 naming the first
-    /// broken entry.
+    /// Check the audit log's hash chain and signatures. Exits 0 when it holds, 1 naming
+    /// the first broken entry.
     Verify {
         #[command(flatten)]
         data: DataArg,
+        /// Also trust entries signed by this earlier server key (64 hex digits, from a
+        /// phone's copy of the organisation document or an earlier export); repeatable.
+        #[arg(long = "trust-key")]
+        trust_keys: Vec<String>,
     },
 }
 
@@ -421,15 +425,28 @@ pub fn audit(command: AuditCommand) -> Result<ExitCode, String> {
                 .map_err(|e| e.to_string())?;
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::Verify { data } => match open_existing(&data.data)?.verify_audit() {
-            Ok(n) => {
-                println!("the audit log holds: {n} entries, chain intact");
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(e) => {
-                println!("BROKEN: {e}");
-                Ok(ExitCode::from(1))
-            }
-        },
+        AuditCommand::Verify { data, trust_keys } => {
+            let keys = trust_keys
+                .iter()
+                .map(|k| {
+                    doorstep_core::evidence::parse_sha256(k)
+                        .ok_or_else(|| format!("--trust-key {k} is not 64 hex digits"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            audit_verify(&data, &keys)
+        }
+    }
+}
+
+fn audit_verify(data: &DataArg, keys: &[[u8; 32]]) -> Result<ExitCode, String> {
+    match open_existing(&data.data)?.verify_audit(keys) {
+        Ok(n) => {
+            println!("the audit log holds: {n} entries, chain intact");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("BROKEN: {e}");
+            Ok(ExitCode::from(1))
+        }
     }
 }

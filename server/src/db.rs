@@ -53,6 +53,9 @@ pub const MAX_CHANGE_BYTES: usize = 1 << 20;
 /// reasons, so that a hostile phone cannot fill the disk with changes it knows will be
 /// refused.
 pub const REFUSED_BYTES_PER_DEVICE: i64 = 16 << 20;
+/// Refused changes kept per phone (10,000); past it the refusal is answered and not
+/// kept. An honest phone is refused a handful in its life.
+pub const REFUSED_ROWS_PER_DEVICE: i64 = 10_000;
 
 /// Bound on the bytes of document updates in one pull page (2 MiB).
 pub const PAGE_BYTES: usize = 2 << 20;
@@ -742,9 +745,9 @@ struct Push<'a> {
     organisation: Option<Organisation>,
     /// Evidence record IDs and counters accepted earlier in this push.
     seen: evidence::SeenInPush,
-    /// Bytes of refused changes this device may still have kept (read at the first
-    /// refusal).
-    refused_budget: Option<i64>,
+    /// Bytes and rows of refused changes this device may still have kept (read at the
+    /// first refusal).
+    refused_budget: Option<(i64, i64)>,
 }
 
 impl Push<'_> {
@@ -945,6 +948,7 @@ impl Push<'_> {
                     }
                 }
             }
+            protected.protect_new_visits(&doc, &trial);
             doc = trial;
             if let Some((record, entry)) = new_record {
                 protected.protect_entry(&doc, &record.id.to_string());
@@ -1032,21 +1036,31 @@ impl Push<'_> {
     ) -> Result<()> {
         // The bytes are kept for the office to inspect, up to a budget per phone; past
         // it only the hash and reason (the phone keeps the change itself).
+        refuse(resp, hash.to_vec(), reason);
         if self.refused_budget.is_none() {
-            let used: i64 = self.tx.query_row(
-                "SELECT coalesce(sum(length(bytes)), 0) FROM refused_changes WHERE device_id = ?1",
+            let (used, rows): (i64, i64) = self.tx.query_row(
+                "SELECT coalesce(sum(length(bytes)), 0), count(*) FROM refused_changes
+                  WHERE device_id = ?1",
                 [self.device.device_id.to_string()],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
-            self.refused_budget = Some(REFUSED_BYTES_PER_DEVICE - used);
+            self.refused_budget = Some((
+                REFUSED_BYTES_PER_DEVICE - used,
+                REFUSED_ROWS_PER_DEVICE - rows,
+            ));
         }
-        let budget = self.refused_budget.unwrap_or(0);
+        let (budget, rows) = self.refused_budget.unwrap_or((0, 0));
+        if rows <= 0 {
+            // Past the row budget nothing more is kept: the phone is answered all the
+            // same and keeps the change; a phone that gets here is hostile or broken.
+            return Ok(());
+        }
         let bytes: &[u8] = if (bytes.len() as i64) <= budget {
             bytes
         } else {
             &[]
         };
-        self.refused_budget = Some(budget - bytes.len() as i64);
+        self.refused_budget = Some((budget - bytes.len() as i64, rows - 1));
         self.tx.execute(
             "INSERT OR IGNORE INTO refused_changes (hash, doc_id, device_id, reason, bytes, refused_at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -1059,7 +1073,6 @@ impl Push<'_> {
                 self.now
             ],
         )?;
-        refuse(resp, hash.to_vec(), reason);
         Ok(())
     }
 
@@ -1206,9 +1219,11 @@ fn paths_allowed(
     Ok(())
 }
 
-/// Checks that every visit `after` holds and `before` did not was started by `device`
-/// itself: its `device_id` is the pushing device and its `visitor` the device's
-/// account, so nobody records a visit in a colleague's name.
+/// Checks the visits of `after` that `device` created (their map's actor is the
+/// device's): each must name the pushing device as `device_id` and its account as
+/// `visitor`, when created and ever after, so nobody records a visit in a colleague's
+/// name or hands their own visit over to one. A new entry of `visits` that is not a map
+/// is refused too.
 fn new_visits_are_own(
     before: &Automerge,
     after: &Automerge,
@@ -1218,10 +1233,12 @@ fn new_visits_are_own(
         Ok(Some((automerge::Value::Object(automerge::ObjType::Map), id))) => Some(id),
         _ => None,
     };
-    let (Some(old), Some(new)) = (visits(before), visits(after)) else {
+    let Some(new) = visits(after) else {
         return Ok(());
     };
-    let existing: HashSet<String> = before.keys(&old).collect();
+    let existing: HashSet<String> = visits(before)
+        .map(|old| before.keys(&old).collect())
+        .unwrap_or_default();
     let text = |obj: &automerge::ObjId, key: &str| match after.get(obj, key) {
         Ok(Some((automerge::Value::Scalar(v), _))) => match v.as_ref() {
             automerge::ScalarValue::Str(s) => Some(s.to_string()),
@@ -1229,10 +1246,19 @@ fn new_visits_are_own(
         },
         _ => None,
     };
-    for key in after.keys(&new).filter(|k| !existing.contains(k)) {
-        let Ok(Some((automerge::Value::Object(_), visit))) = after.get(&new, key.as_str()) else {
+    let actor = device.device_id.actor();
+    for key in after.keys(&new) {
+        let visit = match after.get(&new, key.as_str()) {
+            Ok(Some((automerge::Value::Object(automerge::ObjType::Map), visit))) => visit,
+            _ if existing.contains(&key) => continue,
+            _ => return Err(format!("visit {key} is not a visit record")),
+        };
+        let automerge::ObjId::Id(_, creator, _) = &visit else {
             continue;
         };
+        if creator != &actor {
+            continue;
+        }
         if text(&visit, "device_id").as_deref() != Some(device.device_id.to_string().as_str())
             || text(&visit, "visitor").as_deref() != Some(device.username.as_str())
         {
@@ -1905,7 +1931,7 @@ mod tests {
                     };
                     t.put(&visits, "not-a-visit", 42).unwrap();
                 },
-                "unreadable",
+                "not a visit record",
             ),
             (
                 |t| {
@@ -2327,6 +2353,22 @@ mod tests {
         let more = p1.edit(h, "13900000003");
         let resp = p1.exchange(&db, vec![more]);
         assert_eq!(resp.acked.len(), 1, "{:?}", resp.rejected);
+        // ... but not for ever: past the grace period, a phone that never reports the
+        // household dropped writes there no more.
+        let grace = holdings::REMOVAL_GRACE_MS + 1000;
+        let shift = |ms: i64| {
+            db.conn()
+                .execute(
+                    "UPDATE device_docs SET removing_since_ms = removing_since_ms + ?1",
+                    [ms],
+                )
+                .unwrap();
+        };
+        shift(-grace);
+        let stale_write = p1.edit(h, "13900000009");
+        let resp = p1.exchange(&db, vec![stale_write]);
+        assert_eq!(resp.rejected.len(), 1, "refused after the grace period");
+        shift(grace);
         p1.keep.clear();
         assert_eq!(removed(&p1.sync(&db)), [h.0]);
         assert_eq!(p1.dropped, [h.0], "deleted, to report");

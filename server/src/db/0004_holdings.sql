@@ -4,7 +4,8 @@
 -- One row per document a device holds.
 --   removing      1: the document left the device's reach; every pull sends it as
 --                 Removed until the phone reports it dropped, which deletes the row.
---                 Until then the device may still push changes to it.
+--                 Until then, and for at most 72 hours after `removing_since_ms`,
+--                 the device may still push changes to it.
 --   snapshot_seq  the document's last change-log entry when it was last sent whole
 --                 (0: not known); the pull skips its entries up to there. -1: uncertain,
 --                 sent in an answer the phone never applied, so it may or may not be
@@ -16,6 +17,7 @@ CREATE TABLE device_docs (
     device_id    TEXT NOT NULL,
     doc_id       BLOB NOT NULL,
     removing     INTEGER NOT NULL DEFAULT 0,
+    removing_since_ms INTEGER,                -- when it was first sent as Removed
     snapshot_seq INTEGER NOT NULL DEFAULT 0,
     delivery     INTEGER,
     PRIMARY KEY (device_id, doc_id)

@@ -299,18 +299,16 @@ impl ServerDb {
         audit::entries(&self.conn(), after, limit.clamp(1, 10_000))
     }
 
-    /// Checks the audit log's chain and signatures; returns its length.
+    /// Checks the audit log's chain and signatures; returns its length. Trusted signers
+    /// are the server's current key (from its key file) and `earlier_keys` (public keys
+    /// of keys the server had before, which the caller takes from outside this data
+    /// folder, e.g. a phone's copy of the organisation document): nothing stored in the
+    /// database is trusted, since whoever edits the log can edit the database too.
     ///
     /// Errors: [`Error::Internal`] naming the first entry that does not hold.
-    pub fn verify_audit(&self) -> Result<i64> {
-        // The server's keys: the current one, and every one the organisation document
-        // lists (which every phone holds a copy of, so a key added there shows).
+    pub fn verify_audit(&self, earlier_keys: &[[u8; 32]]) -> Result<i64> {
         let mut keys = vec![self.server_key.public()];
-        for k in self.organisation()?.server_keys.keys() {
-            if let Some(k) = doorstep_core::evidence::parse_sha256(k) {
-                keys.push(k);
-            }
-        }
+        keys.extend_from_slice(earlier_keys);
         audit::verify(&self.conn(), &keys)
     }
 

@@ -147,8 +147,10 @@ pub struct Protected {
     receipt_objects: HashSet<(u64, ActorId)>,
     visits_map: Option<(u64, ActorId)>,
     visit_keys: HashSet<String>,
-    /// Every object inside an existing visit, with the device that started the visit.
-    visit_objects: std::collections::HashMap<(u64, ActorId), String>,
+    /// Every object inside an existing visit, with the actor that created the visit's
+    /// map: the phone that started it (a change's actor is always its pushing device,
+    /// so unlike the visit's `device_id` field this cannot be edited).
+    visit_objects: std::collections::HashMap<(u64, ActorId), ActorId>,
     residents_map: Option<(u64, ActorId)>,
     resident_objects: HashSet<(u64, ActorId)>,
 }
@@ -200,20 +202,7 @@ impl Protected {
                 let Some(visit) = map_child(doc, &visits, &key) else {
                     continue;
                 };
-                let owner = match doc.get(&visit, "device_id") {
-                    Ok(Some((automerge::Value::Scalar(v), _))) => match v.as_ref() {
-                        automerge::ScalarValue::Str(s) => s.to_string(),
-                        _ => String::new(),
-                    },
-                    _ => String::new(),
-                };
-                let mut inside = HashSet::new();
-                if let Some(k) = obj_key(&visit) {
-                    inside.insert(k);
-                }
-                objects_below(doc, &visit, &mut inside);
-                p.visit_objects
-                    .extend(inside.into_iter().map(|k| (k, owner.clone())));
+                p.protect_visit(doc, &visit);
                 p.visit_keys.insert(key);
             }
         }
@@ -247,7 +236,9 @@ impl Protected {
         let mut outside_entry = false;
         let start = change.start_op().get();
         let actor = change.actor_id().clone();
-        let device = device.to_string();
+        if actor != device.actor() {
+            return Err("the change was made by another device".into());
+        }
         let ops = change.decode().operations;
         for (i, op) in ops.iter().enumerate() {
             let op_id = (start + i as u64, actor.clone());
@@ -291,7 +282,7 @@ impl Protected {
                 ));
             }
             if let Some(owner) = self.visit_objects.get(&obj)
-                && owner != &device
+                && owner != &actor
             {
                 return Err("the visit was started on another phone".into());
             }
@@ -336,6 +327,44 @@ impl Protected {
             }
             Some((key, _)) => Ok(Some(key)),
             None => Ok(None),
+        }
+    }
+
+    /// Protects a visit's map and everything in it, owned by the actor that created
+    /// the map.
+    fn protect_visit(&mut self, doc: &Automerge, visit: &automerge::ObjId) {
+        let Some(k) = obj_key(visit) else {
+            return;
+        };
+        let owner = k.1.clone();
+        let mut inside = HashSet::new();
+        inside.insert(k);
+        objects_below(doc, visit, &mut inside);
+        self.visit_objects
+            .extend(inside.into_iter().map(|k| (k, owner.clone())));
+    }
+
+    /// Protects the visits a just-accepted change created (in `after`, not `before`),
+    /// as [`Protected::of`] protects those that existed before the push: a later change
+    /// of the same push may neither replace them nor write into them from another
+    /// phone.
+    pub fn protect_new_visits(&mut self, before: &Automerge, after: &Automerge) {
+        let (Some(old), Some(new)) = (
+            map_child(before, &ROOT, "visits"),
+            map_child(after, &ROOT, "visits"),
+        ) else {
+            return;
+        };
+        let existing: HashSet<String> = before.keys(&old).collect();
+        for key in after
+            .keys(&new)
+            .filter(|k| !existing.contains(k))
+            .collect::<Vec<_>>()
+        {
+            if let Some(visit) = map_child(after, &new, &key) {
+                self.protect_visit(after, &visit);
+            }
+            self.visit_keys.insert(key);
         }
     }
 

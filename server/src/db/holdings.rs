@@ -109,10 +109,25 @@ pub(super) fn settle(
 /// Whether the device holds the document (sent to it and not reported dropped), in
 /// reach or not.
 pub(super) fn held(tx: &Transaction<'_>, device: &DeviceId, doc: Uuid) -> Result<bool> {
+    // A phone that never reports a removed household dropped keeps no write access for
+    // ever: [`REMOVAL_GRACE_MS`] after it was first sent as removed (the phone pushes
+    // what it recorded before in that same sync session), its changes are refused.
     Ok(tx
-        .prepare_cached("SELECT 1 FROM device_docs WHERE device_id = ?1 AND doc_id = ?2")?
-        .exists(params![device.to_string(), &doc.as_bytes()[..]])?)
+        .prepare_cached(
+            "SELECT 1 FROM device_docs WHERE device_id = ?1 AND doc_id = ?2
+                AND (removing = 0 OR removing_since_ms IS NULL OR removing_since_ms > ?3)",
+        )?
+        .exists(params![
+            device.to_string(),
+            &doc.as_bytes()[..],
+            now_ms() - REMOVAL_GRACE_MS
+        ])?)
 }
+
+/// How long a phone may still push changes to a household it holds after the server
+/// first told it the household left its reach (72 hours): long enough to push what it
+/// recorded offline before, over the slowest link, and no longer.
+pub const REMOVAL_GRACE_MS: i64 = 72 * 3600 * 1000;
 
 /// What a device's holdings were last compared with: the count of placement changes
 /// (kept by a trigger on `documents`), whether the role takes households, the scope.
@@ -246,20 +261,21 @@ pub(super) fn pull_page(
     if compare {
         tx.execute(
             concat!(
-                "UPDATE device_docs SET removing = 1
+                "UPDATE device_docs SET removing = 1, removing_since_ms = :now
                   WHERE device_id = :device AND removing = 0
                     AND NOT EXISTS (SELECT 1 FROM documents d
                                      WHERE d.doc_id = device_docs.doc_id AND ",
                 in_reach!(),
                 ")"
             ),
-            named_params! {":device": id, ":households": households, ":scope": scope},
+            named_params! {":device": id, ":households": households, ":scope": scope, ":now": now_ms()},
         )?;
         // Back in reach before the phone dropped it: uncertain, so sent whole again below
         // (the phone merges it with what it kept, or takes it anew).
         tx.execute(
             concat!(
-                "UPDATE device_docs SET removing = 0, snapshot_seq = -1, delivery = NULL
+                "UPDATE device_docs SET removing = 0, removing_since_ms = NULL,
+                        snapshot_seq = -1, delivery = NULL
                   WHERE device_id = :device AND removing = 1
                     AND EXISTS (SELECT 1 FROM documents d
                                  WHERE d.doc_id = device_docs.doc_id AND ",

@@ -596,7 +596,10 @@ impl ServerDb {
 /// as OWASP's "CSV Injection" advises. Names, addresses and remarks come from phones
 /// and rosters, so any of them may be hostile.
 pub fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
-    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+    // Leading blanks are skipped by spreadsheets, and full-width signs (＝＋－＠) are
+    // read as their ASCII twins by WPS with a Chinese input locale.
+    let first = cell.trim_start_matches([' ', '\u{3000}']).chars().next();
+    if cell.starts_with(['\t', '\r']) || first.is_some_and(|c| "=+-@＝＋－＠".contains(c)) {
         std::borrow::Cow::Owned(format!("'{cell}"))
     } else {
         std::borrow::Cow::Borrowed(cell)
@@ -649,6 +652,8 @@ mod tests {
         assert_eq!(spreadsheet_safe("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
         assert_eq!(spreadsheet_safe("张三"), "张三");
         assert_eq!(spreadsheet_safe("-1"), "'-1");
+        assert_eq!(spreadsheet_safe("  =1+1"), "'  =1+1");
+        assert_eq!(spreadsheet_safe("＝1"), "'＝1");
         let worker = Principal {
             role: Role::GridWorker,
             scope: Scope::grids(vec![GridRef::new("甲村", "第1网格")]),

@@ -678,6 +678,90 @@ fn refusals_written_by_hand_without_the_table() {
         .push(&token, device, h_in, new_visit(other_device, "grid_worker"))
         .expect("refused");
     assert!(reason.contains("another phone or person"), "{reason}");
+    // Nor by handing one's own visit over afterwards, or by replacing it (or a
+    // placeholder) within one push.
+    let reason = t
+        .push(&token, device, h_in, |doc| {
+            use automerge::ReadDoc;
+            use automerge::transaction::Transactable;
+            let h = model::read_household(doc).unwrap();
+            let (own, _) = h
+                .visits
+                .iter()
+                .find(|(_, v)| v.device_id == device.to_string())
+                .unwrap();
+            let mut tx = doc.transaction();
+            let visits = tx.get(automerge::ROOT, "visits").unwrap().unwrap().1;
+            let visit = tx.get(&visits, own.as_str()).unwrap().unwrap().1;
+            tx.put(&visit, "device_id", other_device.to_string())
+                .unwrap();
+            tx.put(&visit, "visitor", "grid_leader").unwrap();
+            tx.commit();
+        })
+        .expect("refused");
+    assert!(reason.contains("another phone or person"), "{reason}");
+    for placeholder in [false, true] {
+        let resp_reason = t.push(&token, device, h_in, |doc| {
+            use automerge::ReadDoc;
+            use automerge::transaction::Transactable;
+            let id = VisitId::new();
+            if placeholder {
+                let mut tx = doc.transaction();
+                let visits = tx.get(automerge::ROOT, "visits").unwrap().unwrap().1;
+                tx.put(&visits, id.to_string(), "placeholder").unwrap();
+                tx.commit();
+            } else {
+                new_visit(device, "grid_worker")(doc);
+                let h = model::read_household(doc).unwrap();
+                let newest = h
+                    .visits
+                    .iter()
+                    .filter(|(_, v)| v.device_id == device.to_string())
+                    .max_by_key(|(_, v)| v.started_at_ms)
+                    .unwrap()
+                    .0
+                    .clone();
+                let colleague = Visit {
+                    visitor: "grid_leader".into(),
+                    device_id: other_device.to_string(),
+                    ..model::read_household(doc).unwrap().visits[&newest].clone()
+                };
+                model::add_visit(doc, VisitId::parse(&newest).unwrap(), &colleague, now_ms())
+                    .unwrap();
+                return;
+            }
+            let v = Visit {
+                visitor: "grid_leader".into(),
+                device_id: other_device.to_string(),
+                started_at_ms: now_ms(),
+                finished_at_ms: None,
+                outcome: None,
+                outcome_reason: String::new(),
+                voided: None,
+                target_groups_reached: vec![],
+                remarks: String::new(),
+                photos: Default::default(),
+                location: None,
+            };
+            model::add_visit(doc, id, &v, now_ms()).unwrap();
+        });
+        assert!(resp_reason.is_some(), "placeholder {placeholder}: refused");
+    }
+    let (_, body) = call(
+        "GET",
+        &t.url(&format!("/v1/households/{h_in}")),
+        Some(&t.session("office")),
+        None,
+    );
+    assert!(
+        body["visits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["visitor"] != "grid_leader"),
+        "no visit in the grid leader's name: {body}"
+    );
+
     // An empty change, and a write into an object that no longer shows (a map inside
     // the worker's own visit, overwritten), are refused: they would carry data past
     // the diff.
