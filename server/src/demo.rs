@@ -29,7 +29,8 @@ use crate::tls::TlsSetup;
 pub const DEMO_VILLAGE: &str = "示范村";
 /// Its first grid, where both demo phones work.
 pub const DEMO_GRID: &str = "示范村第1网格";
-/// Password of the demo accounts `demo-worker-1` and `demo-worker-2`.
+/// Password of the demo accounts `demo-worker-1`, `demo-worker-2`, `demo-office` and
+/// `demo-admin`.
 pub const DEMO_PASSWORD: &str = "doorstep-demo";
 
 const SURNAMES: &[&str] = &["王", "李", "张", "刘", "陈", "杨", "赵", "黄", "周", "吴"];
@@ -373,6 +374,21 @@ pub async fn run(dir: PathBuf, listen: SocketAddr, tls: Option<TlsSetup>) -> Res
             "(demo)",
         )?;
     }
+    // The office and the administrator, to try the JSON API on the demo's data.
+    db.add_user(
+        "demo-office",
+        DEMO_PASSWORD,
+        Role::Office,
+        &Scope::default(),
+        "(demo)",
+    )?;
+    db.add_user(
+        "demo-admin",
+        DEMO_PASSWORD,
+        Role::Admin,
+        &Scope::default(),
+        "(demo)",
+    )?;
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let pin = tls.as_ref().map(|t| t.pin.clone());
@@ -404,6 +420,9 @@ pub async fn run(dir: PathBuf, listen: SocketAddr, tls: Option<TlsSetup>) -> Res
     if let Some(pin) = &pin {
         println!("phones pin the server's key as {pin}");
     }
+    println!(
+        "accounts: demo-worker-1, demo-worker-2 (grid workers), demo-office, demo-admin; password {DEMO_PASSWORD}"
+    );
     println!(
         "doorstep-server demo serving on {scheme}://{addr} (data in {}); Ctrl-C stops it",
         dir.display()
