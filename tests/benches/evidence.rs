@@ -473,8 +473,18 @@ impl Fixture {
                 device_id: self.device.device_id.to_string(),
                 started_at_ms: now - 8 * 60_000,
                 finished_at_ms: Some(now),
-                outcome: Some(VisitOutcome::Completed),
-                outcome_reason: String::new(),
+                // Unsigned, the visit is the baseline row: a visit of another outcome
+                // (the server refuses a completed one without a signed paper).
+                outcome: Some(if signed {
+                    VisitOutcome::Completed
+                } else {
+                    VisitOutcome::NobodyHome
+                }),
+                outcome_reason: if signed {
+                    String::new()
+                } else {
+                    "敲门无人应答".into()
+                },
                 voided: None,
                 target_groups_reached: vec!["老年人".into()],
                 remarks: "讲解了冒充客服、刷单返利等常见诈骗".into(),
@@ -620,7 +630,7 @@ fn acceptance(households: usize) {
     );
     let a = stats(&alone);
     println!(
-        "| completed visit alone (1 change) | {} | {} | {} | - | - | {:.0} |",
+        "| visit alone, nobody home (1 change) | {} | {} | {} | - | - | {:.0} |",
         a.n,
         ms(a.median),
         ms(a.p99),
