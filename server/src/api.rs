@@ -194,10 +194,11 @@ impl Caller {
 
 /// Parses a JSON body, naming only the position of what is wrong: serde's messages
 /// quote the offending value, which may be a password or a phone number.
-fn json_body<T: serde::de::DeserializeOwned>(
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
     body: std::result::Result<Bytes, BytesRejection>,
     shape: &str,
 ) -> Result<T> {
+    // Every JSON endpoint (these and the phone's sign-in) takes at most this much.
     let body = body.map_err(|r| Error::from_body(r, API_BODY_LIMIT))?;
     serde_json::from_slice(&body).map_err(|e| {
         Error::BadRequest(format!(

@@ -26,8 +26,8 @@ use crate::error::{Error, Result};
 pub const SYNC_BODY_LIMIT: usize = 16 << 20;
 /// Largest blob (32 MiB); stored photos are a few hundred KB.
 pub const BLOB_BODY_LIMIT: usize = 32 << 20;
-/// Largest sign-in body (64 KiB).
-pub const SIGN_IN_BODY_LIMIT: usize = 64 << 10;
+/// Largest sign-in body (64 KiB, as every JSON endpoint: [`crate::api::API_BODY_LIMIT`]).
+pub const SIGN_IN_BODY_LIMIT: usize = crate::api::API_BODY_LIMIT;
 /// Blob hashes per `POST /v1/blobs/missing` body (2 MiB).
 pub const BLOB_QUERY_LIMIT: usize = 2 << 20;
 /// Password checks run at once. Each argon2id check holds 19 MiB, so this bounds the
@@ -240,16 +240,10 @@ async fn sign_in(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<SignInResponse>> {
     let client = client_addr(peer, &headers, state.behind_proxy);
-    let body = body.map_err(|r| Error::from_body(r, SIGN_IN_BODY_LIMIT))?;
-    // serde's message can quote the value it choked on (a password, a phone number
-    // typed as a name), so only its position is passed on.
-    let req: SignInRequest = serde_json::from_slice(&body).map_err(|e| {
-        Error::BadRequest(format!(
-            "the sign-in body must be JSON {{\"username\", \"password\", \"device_id\", \"device_key\"}} with text values (wrong at line {} column {})",
-            e.line(),
-            e.column()
-        ))
-    })?;
+    let req: SignInRequest = crate::api::json_body(
+        body,
+        "{\"username\", \"password\", \"device_id\", \"device_key\"} with text values",
+    )?;
     let device = DeviceId::parse(&req.device_id)
         .ok_or_else(|| Error::BadRequest("device_id is not a UUID".into()))?;
     let device_key = match req.device_key.as_str() {
