@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use doorstep_server::db::{GridRef, Role, Scope, ServerDb};
+use doorstep_server::db::{GridRef, Role, Scope};
+
+use crate::open_existing;
 
 #[derive(Args, Debug, Clone)]
 pub struct DataArg {
@@ -215,16 +217,6 @@ pub(crate) fn actor() -> String {
     } else {
         format!("(command line: {user})")
     }
-}
-
-fn open_existing(dir: &std::path::Path) -> Result<ServerDb, String> {
-    if !dir.join("doorstep.db").exists() {
-        return Err(format!(
-            "no Doorstep data in {} (no doorstep.db there): check --data, or create it with `serve` or `import-roster`",
-            dir.display()
-        ));
-    }
-    ServerDb::open(dir).map_err(|e| e.to_string())
 }
 
 fn ms_to_text(ms: Option<i64>) -> String {

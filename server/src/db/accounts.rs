@@ -223,13 +223,17 @@ fn user_row(tx: &rusqlite::Connection, username: &str) -> Result<Option<UserRow>
         Ok(UserRow {
             id,
             hash,
-            role: Role::parse(&role)
-                .ok_or_else(|| Error::Internal("stored role is not known".into()))?,
+            role: stored_role(&role)?,
             scope: Scope::from_json(&scope),
             disabled: disabled.is_some(),
         })
     })
     .transpose()
+}
+
+/// A role as stored in the `users` table (the table's CHECK admits only known names).
+fn stored_role(role: &str) -> Result<Role> {
+    Role::parse(role).ok_or_else(|| Error::Internal("stored role is not known".into()))
 }
 
 fn no_user(username: &str) -> Error {
@@ -624,8 +628,7 @@ impl ServerDb {
             principal: Principal {
                 user_id,
                 username,
-                role: Role::parse(&role)
-                    .ok_or_else(|| Error::Internal("stored role is not known".into()))?,
+                role: stored_role(&role)?,
                 scope: Scope::from_json(&scope),
             },
         })
@@ -1064,8 +1067,7 @@ impl ServerDb {
         if disabled.is_some() {
             return Err(Error::Unauthorized("the account is disabled"));
         }
-        let role =
-            Role::parse(&role).ok_or_else(|| Error::Internal("stored role is not known".into()))?;
+        let role = stored_role(&role)?;
         if crate::access::reach(role, Permission::EnrolDevice) == crate::access::Reach::No {
             // The account's role changed to one that takes no phone (office, admin): its
             // phones stop, rather than carry office powers on a token that never expires.
