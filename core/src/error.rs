@@ -15,6 +15,10 @@ pub enum Error {
     /// The SQLite store failed (disk full, file damaged, locked).
     #[error("storage: {0}")]
     Storage(#[from] rusqlite::Error),
+    /// The store file does not open under the key given: another key, a store that is
+    /// not encrypted, or a damaged file. Nothing was written to it.
+    #[error("the store does not open with this key")]
+    WrongKey,
     /// The store was written by a newer build than this one.
     #[error("the store has schema version {found}, newer than this build's {supported}")]
     StoreTooNew {

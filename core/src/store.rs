@@ -28,7 +28,23 @@ use crate::model::{
 };
 use crate::protocol::{DocUpdate, Effect, OutboxChange, SyncSession, UpdateKind};
 
+mod crypt;
+pub use crypt::STORE_KEY_BYTES;
+use crypt::{BlobSeal, StoreKeys};
+
 /// The migrations, in order; the schema version is the number applied.
+/// The path of a store file; refuses the in-memory names, where nothing would be kept.
+fn disk_path(path: &Path) -> Result<&Path> {
+    let text = path.to_string_lossy();
+    if text.is_empty() || text.starts_with(":memory:") || text.starts_with("file::memory:") {
+        return Err(Error::Invalid {
+            field: "path",
+            reason: "the store needs a file on disk; nothing in memory survives".into(),
+        });
+    }
+    Ok(path)
+}
+
 const MIGRATIONS: &[&str] = &[
     include_str!("store/0001_init.sql"),
     include_str!("store/0002_index_and_refused.sql"),
@@ -136,6 +152,24 @@ pub struct SignRequest {
     pub location: Option<GeoPoint>,
 }
 
+/// A supervisor's follow-up call as the app hands it over
+/// ([`Store::record_follow_up_call`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowUpInput {
+    /// The visit checked.
+    pub visit: VisitId,
+    /// When the call was made, device clock, milliseconds since the Unix epoch (UTC).
+    pub called_at_ms: i64,
+    /// Whether anyone answered.
+    pub reached: bool,
+    /// Whether the household confirms the visit; `None` when not reached.
+    pub confirmed: Option<bool>,
+    /// Whether the household understood what it was told; `None` when not reached.
+    pub understood: Option<bool>,
+    /// Remarks, at most 500 characters.
+    pub remarks: String,
+}
+
 /// How a record held on this phone stands up to checking ([`Store::verify_evidence`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EvidenceCheck {
@@ -223,30 +257,62 @@ pub struct Store {
     device: DeviceId,
     key: DeviceKey,
     limits: PhotoLimits,
+    /// Seals blobs in an encrypted store; `None` in a plain one ([`Store::open`]).
+    seal: Option<BlobSeal>,
 }
 
 impl Store {
-    /// Opens (creating when absent) the store at `path`, applies pending migrations and
-    /// creates the device ID on first open.
+    /// Opens (creating when absent) an unencrypted store at `path`, applies pending
+    /// migrations and creates the device ID on first open. For tests, tools and
+    /// simulated phones; the apps open theirs with [`Store::open_encrypted`].
     ///
     /// Errors: [`Error::Invalid`] for an empty path or `:memory:` (nothing would be
     /// kept) and for a SQLite file that is not a Doorstep phone store (it is left
     /// untouched); [`Error::Storage`] when the file cannot be opened or is not a
-    /// database; [`Error::StoreTooNew`] when a newer build wrote it.
+    /// database (an encrypted store opened without its key); [`Error::StoreTooNew`]
+    /// when a newer build wrote it.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let text = path.to_string_lossy();
-        if text.is_empty() || text.starts_with(":memory:") || text.starts_with("file::memory:") {
-            return Err(Error::Invalid {
-                field: "path",
-                reason: "the store needs a file on disk; nothing in memory survives".into(),
-            });
-        }
-        let conn = Connection::open(path)?;
-        Self::with_connection(conn)
+        let conn = Connection::open(disk_path(path.as_ref())?)?;
+        Self::with_connection(conn, None)
     }
 
-    fn with_connection(mut conn: Connection) -> Result<Self> {
+    /// Opens (creating when absent) the store at `path`, encrypted at rest under
+    /// `store_key`, the 32 random bytes the platform keystore holds for this phone
+    /// (Android Keystore, iOS Keychain). SQLCipher encrypts every page of the database
+    /// and its WAL with one subkey; every blob is sealed with another before it is
+    /// written (ADR 0009).
+    ///
+    /// Errors: [`Error::WrongKey`] when the file exists and does not open under this key
+    /// (another key, an unencrypted store, or a damaged header); nothing is written to
+    /// it. Otherwise as [`Store::open`].
+    pub fn open_encrypted(
+        path: impl AsRef<Path>,
+        store_key: &[u8; STORE_KEY_BYTES],
+    ) -> Result<Self> {
+        let conn = Connection::open(disk_path(path.as_ref())?)?;
+        let keys = StoreKeys::derive(store_key);
+        // SQLCipher would print each failed page check of a wrong key to stderr
+        // (logcat); the caller gets `WrongKey` instead.
+        conn.execute_batch("PRAGMA cipher_log_level = NONE;")?;
+        conn.execute_batch(&keys.pragma)?;
+        // Encrypted pages of temporary tables and sorts stay in memory, not in files.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        // The first read decrypts page 1: a wrong key fails here, before any write.
+        match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        }) {
+            Ok(_) => {}
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::NotADatabase =>
+            {
+                return Err(Error::WrongKey);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Self::with_connection(conn, Some(keys.blobs))
+    }
+
+    fn with_connection(mut conn: Connection, seal: Option<BlobSeal>) -> Result<Self> {
         check_identity(&conn)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -273,6 +339,7 @@ impl Store {
             device,
             key,
             limits: PhotoLimits::default(),
+            seal,
         };
         if get_meta(&store.conn, "reindex")?.as_deref() == Some("1") {
             store.reindex()?;
@@ -592,8 +659,22 @@ impl Store {
         let png_sha256 = media::sha256_hex(&rendered.png);
         let now = now_ms();
         let tx = self.conn.transaction()?;
-        put_blob(&tx, &strokes_sha256, STROKES_MEDIA_TYPE, &encoded, now)?;
-        put_blob(&tx, &png_sha256, "image/png", &rendered.png, now)?;
+        put_blob(
+            &tx,
+            self.seal.as_ref(),
+            &strokes_sha256,
+            STROKES_MEDIA_TYPE,
+            &encoded,
+            now,
+        )?;
+        put_blob(
+            &tx,
+            self.seal.as_ref(),
+            &png_sha256,
+            "image/png",
+            &rendered.png,
+            now,
+        )?;
         tx.execute(
             "INSERT INTO signatures (png_sha256, strokes_sha256, rule, created_at_ms)
              VALUES (?1, ?2, ?3, ?4)
@@ -935,9 +1016,17 @@ impl Store {
             added_at_ms: now,
         };
         let tx = self.conn.transaction()?;
-        put_blob(&tx, &intake.sha256, "image/jpeg", &intake.jpeg, now)?;
         put_blob(
             &tx,
+            self.seal.as_ref(),
+            &intake.sha256,
+            "image/jpeg",
+            &intake.jpeg,
+            now,
+        )?;
+        put_blob(
+            &tx,
+            self.seal.as_ref(),
             &intake.thumb_sha256,
             "image/jpeg",
             &intake.thumbnail,
@@ -1004,6 +1093,62 @@ impl Store {
         Ok(())
     }
 
+    /// Records a supervisor's follow-up call (电话回访) about a finished visit, durably
+    /// and queued for the server, under a new call ID that it returns. The account is
+    /// the one this phone signed in as; the server takes it only from a supervisor
+    /// (the permission table, docs/access.md).
+    ///
+    /// Errors: [`Error::NotSignedIn`]; [`Error::NoSuchHousehold`]; [`Error::Model`] with
+    /// `NoSuchVisit`; [`Error::Invalid`] for a visit still in progress or voided, answers
+    /// given when nobody was reached (or missing when someone was), remarks over 500
+    /// characters, or a time before the visit.
+    pub fn record_follow_up_call(
+        &mut self,
+        household: HouseholdId,
+        call: FollowUpInput,
+    ) -> Result<String> {
+        let by = self.setting("username")?.ok_or(Error::NotSignedIn)?;
+        let h = self.household(household)?;
+        let v = h
+            .visits
+            .get(&call.visit.to_string())
+            .ok_or_else(|| model::ModelError::NoSuchVisit(call.visit.to_string()))?;
+        if v.outcome.is_none() || v.voided.is_some() {
+            return Err(invalid(
+                "visit",
+                "only a finished, not voided visit is checked",
+            ));
+        }
+        if call.called_at_ms < v.started_at_ms {
+            return Err(invalid("called_at_ms", "the call is before the visit"));
+        }
+        let answered = call.confirmed.is_some() && call.understood.is_some();
+        let blank = call.confirmed.is_none() && call.understood.is_none();
+        if (call.reached && !answered) || (!call.reached && !blank) {
+            return Err(invalid(
+                "reached",
+                "a reached household answers both questions; an unreached one neither",
+            ));
+        }
+        if call.remarks.chars().count() > 500 {
+            return Err(invalid("remarks", "at most 500 characters"));
+        }
+        let id = Uuid::new_v4().to_string();
+        let value = model::FollowUpCall {
+            visit_id: call.visit.to_string(),
+            by,
+            called_at_ms: call.called_at_ms,
+            reached: call.reached,
+            confirmed: call.confirmed,
+            understood: call.understood,
+            remarks: call.remarks.trim().to_string(),
+        };
+        self.edit(household, |doc| {
+            model::add_follow_up_call(doc, &id, &value, now_ms())
+        })?;
+        Ok(id)
+    }
+
     /// Every conflict in every household on this phone.
     pub fn conflicts(&self) -> Result<Vec<HouseholdConflict>> {
         let mut out = Vec::new();
@@ -1029,13 +1174,20 @@ impl Store {
     }
 
     /// A stored blob's bytes, `None` when absent.
+    ///
+    /// Errors: [`Error::Invalid`] when a sealed blob does not open (damaged);
+    /// [`Error::Storage`].
     pub fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self
+        let stored: Option<Vec<u8>> = self
             .conn
             .query_row("SELECT bytes FROM blobs WHERE sha256 = ?1", [sha256], |r| {
                 r.get(0)
             })
-            .optional()?)
+            .optional()?;
+        match (stored, &self.seal) {
+            (Some(bytes), Some(seal)) => seal.open(sha256, &bytes).map(Some),
+            (stored, _) => Ok(stored),
+        }
     }
 
     /// Changes made here and not yet acknowledged by the server, oldest first.
@@ -1391,17 +1543,28 @@ fn edit_in(
     save_doc(tx, household.0, &doc)
 }
 
+/// Stores a blob queued for upload (sealed in an encrypted store); a blob already
+/// here is kept as it is.
 fn put_blob(
     tx: &Transaction<'_>,
+    seal: Option<&BlobSeal>,
     sha256: &str,
     media_type: &str,
     bytes: &[u8],
     now: i64,
 ) -> Result<()> {
+    let sealed;
+    let stored = match seal {
+        Some(seal) => {
+            sealed = seal.seal(sha256, bytes)?;
+            &sealed[..]
+        }
+        None => bytes,
+    };
     tx.execute(
         "INSERT OR IGNORE INTO blobs (sha256, media_type, bytes, uploaded, created_at_ms)
          VALUES (?1, ?2, ?3, 0, ?4)",
-        params![sha256, media_type, bytes, now],
+        params![sha256, media_type, stored, now],
     )?;
     Ok(())
 }
@@ -1579,7 +1742,7 @@ fn digest(hex_text: &str) -> Result<[u8; 32]> {
 /// Whether the resident is known to be under 18 at `now_ms`: by the birth date, else by
 /// the date inside an 18-digit ID number (GB 11643-1999, digits 7 to 14). Unknown ages
 /// are not refused: many rosters have neither.
-fn is_minor(resident: &model::Resident, now_ms: i64) -> bool {
+pub(crate) fn is_minor(resident: &model::Resident, now_ms: i64) -> bool {
     let is_date = |d: &str| {
         d.len() == 10
             && d.bytes().enumerate().all(|(i, b)| {
@@ -2134,7 +2297,12 @@ mod tests {
     /// A store holding one household (head 张三, adult; child 张小, 10 years old) and
     /// an organisation document with a notice and a pledge in force.
     fn signing_store(dir: &Path) -> (Store, HouseholdId, ResidentId, ResidentId) {
-        let mut store = Store::open(dir.join("s.db")).unwrap();
+        fill_signing_store(Store::open(dir.join("s.db")).unwrap())
+    }
+
+    /// [`signing_store`]'s content in a given store; the head has an ID number and a
+    /// phone.
+    fn fill_signing_store(mut store: Store) -> (Store, HouseholdId, ResidentId, ResidentId) {
         let id = HouseholdId::new();
         let mut h = Household::new(id, "东坡村", "东坡村第1网格", "东坡村1号");
         let (head, child) = (ResidentId::new(), ResidentId::new());
@@ -2144,6 +2312,8 @@ mod tests {
                 name: "张三".into(),
                 relation: "户主".into(),
                 birth_date: Some("1960-05-01".into()),
+                id_number: Some(HEAD_ID_NUMBER.into()),
+                phone: Some(HEAD_PHONE.into()),
                 ..Default::default()
             },
         );
@@ -2179,6 +2349,129 @@ mod tests {
             .insert_household_doc(&org.save(), HouseholdId::new())
             .unwrap();
         (store, id, head, child)
+    }
+
+    const HEAD_ID_NUMBER: &str = "110101196005014518";
+    const HEAD_PHONE: &str = "13912345678";
+
+    /// Every occurrence in the files of any of `secrets`, as (file, secret index).
+    fn found_in_files(files: &[std::path::PathBuf], secrets: &[Vec<u8>]) -> Vec<(String, usize)> {
+        let mut found = Vec::new();
+        for f in files {
+            let Ok(bytes) = std::fs::read(f) else {
+                continue;
+            };
+            for (i, secret) in secrets.iter().enumerate() {
+                if bytes.windows(secret.len()).any(|w| w == secret.as_slice()) {
+                    found.push((f.display().to_string(), i));
+                }
+            }
+        }
+        found
+    }
+
+    /// What a completed visit leaves in a store, as byte strings a scan looks for: the
+    /// names, the ID number and phone (as text), a window of the photo's and of the
+    /// signature's stored bytes, and the village name.
+    fn visit_secrets(s: &mut Store, h: HouseholdId, head: ResidentId) -> Vec<Vec<u8>> {
+        let v = start_now(s, h);
+        let photo = s.attach_photo(h, v, &tiny_jpeg()).unwrap();
+        let e = sign(s, h, v, EvidenceKind::Notice, head).unwrap();
+        s.finish_visit(h, v, completed()).unwrap();
+        let jpeg = s.blob(&photo.sha256).unwrap().unwrap();
+        let record = s.household(h).unwrap().evidence[&e.to_string()]
+            .record
+            .0
+            .clone();
+        let png_hash = EvidenceRecord::from_canonical(&record).unwrap().png_sha256;
+        let png = s.blob(&hex::encode(png_hash)).unwrap().unwrap();
+        let mid = |b: &[u8]| b[b.len() / 2..b.len() / 2 + 24].to_vec();
+        vec![
+            "张三".as_bytes().to_vec(),
+            "张小".as_bytes().to_vec(),
+            HEAD_ID_NUMBER.as_bytes().to_vec(),
+            HEAD_PHONE.as_bytes().to_vec(),
+            "东坡村".as_bytes().to_vec(),
+            mid(&jpeg),
+            mid(&png),
+        ]
+    }
+
+    fn store_files(path: &Path) -> Vec<std::path::PathBuf> {
+        ["", "-wal", "-shm", "-journal"]
+            .iter()
+            .map(|suffix| std::path::PathBuf::from(format!("{}{suffix}", path.display())))
+            .filter(|p| p.exists())
+            .collect()
+    }
+
+    /// Issue 5: scanning the database and WAL files of an encrypted store for the
+    /// names, ID number, phone, photo and signature it holds finds nothing, open or
+    /// closed; the same scan of a plain store finds them (so the scan can fail).
+    #[test]
+    fn an_encrypted_store_shows_no_names_numbers_photos_or_signatures_in_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = [0x5a; STORE_KEY_BYTES];
+        let path = dir.path().join("enc.db");
+        let (mut s, h, head, _) = fill_signing_store(Store::open_encrypted(&path, &key).unwrap());
+        let secrets = visit_secrets(&mut s, h, head);
+        let wal = std::fs::metadata(format!("{}-wal", path.display())).map_or(0, |m| m.len());
+        assert!(wal > 0, "the scan should see a WAL with the visit in it");
+        assert_eq!(found_in_files(&store_files(&path), &secrets), vec![]);
+        drop(s);
+        assert_eq!(found_in_files(&store_files(&path), &secrets), vec![]);
+        // Reopened with its key, everything is there and the blobs open.
+        let s = Store::open_encrypted(&path, &key).unwrap();
+        assert_eq!(s.household(h).unwrap().visits.len(), 1);
+        assert!(
+            s.verify_evidence(Some(h))
+                .unwrap()
+                .iter()
+                .all(|c| c.problems.is_empty())
+        );
+        drop(s);
+
+        let plain = dir.path().join("plain.db");
+        let (mut p, h, head, _) = fill_signing_store(Store::open(&plain).unwrap());
+        let secrets = visit_secrets(&mut p, h, head);
+        drop(p);
+        let found = found_in_files(&store_files(&plain), &secrets);
+        assert!(
+            found.iter().any(|(_, i)| *i == 2),
+            "ID number in the plain file: {found:?}"
+        );
+        assert!(
+            found.iter().any(|(_, i)| *i == 5),
+            "photo in the plain file: {found:?}"
+        );
+    }
+
+    /// A wrong key, no key, or a key for a plain store: a clear error, and the file is
+    /// left byte for byte as it was.
+    #[test]
+    fn a_wrong_key_is_a_clear_error_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("enc.db");
+        let (id, bytes) = sample_doc();
+        let mut s = Store::open_encrypted(&path, &[1; STORE_KEY_BYTES]).unwrap();
+        s.insert_household_doc(&bytes, id).unwrap();
+        drop(s);
+        let before = std::fs::read(&path).unwrap();
+        let err = Store::open_encrypted(&path, &[2; STORE_KEY_BYTES]).unwrap_err();
+        assert!(matches!(err, Error::WrongKey), "{err}");
+        assert!(matches!(Store::open(&path).unwrap_err(), Error::Storage(_)));
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert!(!Path::new(&format!("{}-wal", path.display())).exists());
+        let s = Store::open_encrypted(&path, &[1; STORE_KEY_BYTES]).unwrap();
+        assert_eq!(s.household(id).unwrap().head_name, "张三");
+        drop(s);
+
+        let plain = dir.path().join("plain.db");
+        Store::open(&plain).unwrap();
+        let before = std::fs::read(&plain).unwrap();
+        let err = Store::open_encrypted(&plain, &[1; STORE_KEY_BYTES]).unwrap_err();
+        assert!(matches!(err, Error::WrongKey), "{err}");
+        assert_eq!(std::fs::read(&plain).unwrap(), before);
     }
 
     fn squiggle(width: f32) -> SignatureStrokes {
