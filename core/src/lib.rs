@@ -6,8 +6,11 @@
 
 pub mod error;
 pub mod evidence;
+pub mod ffi;
 pub mod media;
 pub mod model;
 pub mod protocol;
 pub mod store;
 pub mod sync;
+
+uniffi::setup_scaffolding!();

@@ -3,6 +3,7 @@
 //! as it arrives. Also signs the phone in. Blocking by design (DESIGN.md section 8): apps
 //! call it off the main thread.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -61,6 +62,17 @@ pub struct EnrolRequest {
     pub device_id: String,
     /// The phone's evidence public key, 64 lowercase hex digits.
     pub device_key: String,
+}
+
+impl EnrolRequest {
+    /// The request that enrols `store`'s device and evidence key with `code`.
+    pub fn for_store(store: &Store, code: &str) -> Self {
+        Self {
+            code: code.into(),
+            device_id: store.device_id().to_string(),
+            device_key: hex::encode(store.device_public_key()),
+        }
+    }
 }
 
 /// `POST /v1/devices/enrol` answer (JSON).
@@ -275,12 +287,16 @@ impl Client {
     /// [`Error::PinMismatch`] when the server's key is not the pinned one;
     /// [`Error::Network`].
     pub fn enrol(&self, store: &mut Store, code: &str) -> Result<()> {
-        let body = serde_json::to_vec(&EnrolRequest {
-            code: code.into(),
-            device_id: store.device_id().to_string(),
-            device_key: hex::encode(store.device_public_key()),
-        })
-        .map_err(|e| Error::Network(e.to_string()))?;
+        let answer = self.redeem(&EnrolRequest::for_store(store, code))?;
+        self.keep_enrolment(store, &answer)
+    }
+
+    /// The network half of [`Client::enrol`]: redeems the code and returns the token,
+    /// touching no store (so a shared store stays unlocked meanwhile).
+    ///
+    /// Errors: as [`Client::enrol`].
+    pub fn redeem(&self, request: &EnrolRequest) -> Result<EnrolResponse> {
+        let body = serde_json::to_vec(request).map_err(|e| Error::Network(e.to_string()))?;
         let resp = self
             .agent
             .post(self.url("/v1/devices/enrol"))
@@ -288,11 +304,18 @@ impl Client {
             .send(&body[..])
             .map_err(network_error)?;
         let (_, body) = Self::read(resp)?;
-        let answer: EnrolResponse = serde_json::from_slice(&body).map_err(|_| Error::Server {
+        serde_json::from_slice(&body).map_err(|_| Error::Server {
             status: 200,
             code: "malformed_answer".into(),
             message: "the enrolment answer is not what a Doorstep server sends".into(),
-        })?;
+        })
+    }
+
+    /// The store half of [`Client::enrol`]: keeps the server address, its pin, the
+    /// account and the token, and marks the current evidence key registered.
+    ///
+    /// Errors: [`Error::Storage`].
+    pub fn keep_enrolment(&self, store: &mut Store, answer: &EnrolResponse) -> Result<()> {
         store.set_setting("server_url", &self.base)?;
         store.set_setting("server_pin", self.pin.as_deref().unwrap_or(""))?;
         store.set_setting("username", &answer.username)?;
@@ -327,7 +350,12 @@ impl Client {
         Ok(Self::read(resp)?.1)
     }
 
-    fn send(&self, token: &str, store: &Store, out: &Outgoing) -> Result<Incoming> {
+    fn send(
+        &self,
+        token: &str,
+        blob: impl FnOnce(&str) -> Result<Option<Vec<u8>>>,
+        out: &Outgoing,
+    ) -> Result<Incoming> {
         let auth = format!("Bearer {token}");
         match out {
             Outgoing::Sync(req) => {
@@ -341,7 +369,7 @@ impl Client {
                 ))
             }
             Outgoing::UploadBlob { sha256 } => {
-                let bytes = store.blob(sha256)?.ok_or_else(|| Error::Invalid {
+                let bytes = blob(sha256)?.ok_or_else(|| Error::Invalid {
                     field: "blob",
                     reason: format!("blob {sha256} is queued but not stored"),
                 })?;
@@ -400,17 +428,58 @@ fn error_parts(body: &[u8]) -> (String, String) {
 pub fn sync_now(
     store: &mut Store,
     cancel: Option<&AtomicBool>,
+    progress: impl FnMut(&SyncProgress),
+) -> Result<SyncProgress> {
+    run(store, cancel, progress)
+}
+
+/// [`sync_now`] on a store shared between threads (the apps' [`crate::ffi`]): the lock
+/// is taken to read the session's start, each blob and each answer's effects, and is
+/// free while a request is on the network, so the worker keeps recording. What is
+/// recorded meanwhile waits for the next sync; an answer's effects merge with it.
+///
+/// Errors: as [`sync_now`].
+pub fn sync_shared(
+    store: &Mutex<Store>,
+    cancel: Option<&AtomicBool>,
+    progress: impl FnMut(&SyncProgress),
+) -> Result<SyncProgress> {
+    run(store, cancel, progress)
+}
+
+/// How the sync loop reaches the store: directly, or through a lock.
+trait Access {
+    fn with<T>(&mut self, f: impl FnOnce(&mut Store) -> Result<T>) -> Result<T>;
+}
+
+impl Access for &mut Store {
+    fn with<T>(&mut self, f: impl FnOnce(&mut Store) -> Result<T>) -> Result<T> {
+        f(self)
+    }
+}
+
+impl Access for &Mutex<Store> {
+    fn with<T>(&mut self, f: impl FnOnce(&mut Store) -> Result<T>) -> Result<T> {
+        // A panic under the lock rolled its transaction back; the store is consistent.
+        f(&mut self.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+fn run(
+    mut store: impl Access,
+    cancel: Option<&AtomicBool>,
     mut progress: impl FnMut(&SyncProgress),
 ) -> Result<SyncProgress> {
-    let (Some(_), Some(token)) = (store.setting("server_url")?, store.setting("token")?) else {
-        return Err(Error::NotSignedIn);
-    };
-    if store.setting("registered_key")? != Some(hex::encode(store.device_public_key())) {
-        // Records signed with a key the server does not know would all be refused.
-        return Err(Error::KeyNotRegistered);
-    }
-    let client = Client::from_store(store)?;
-    let mut session = store.sync_session()?;
+    let (client, token, mut session) = store.with(|store| {
+        let (Some(_), Some(token)) = (store.setting("server_url")?, store.setting("token")?) else {
+            return Err(Error::NotSignedIn);
+        };
+        if store.setting("registered_key")? != Some(hex::encode(store.device_public_key())) {
+            // Records signed with a key the server does not know would all be refused.
+            return Err(Error::KeyNotRegistered);
+        }
+        Ok((Client::from_store(store)?, token, store.sync_session()?))
+    })?;
     loop {
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             return Err(Error::Cancelled);
@@ -418,9 +487,9 @@ pub fn sync_now(
         match session.poll() {
             Step::Done(p) => return Ok(p),
             Step::Send(out) => {
-                let incoming = client.send(&token, store, &out)?;
+                let incoming = client.send(&token, |sha| store.with(|s| s.blob(sha)), &out)?;
                 let effects = session.receive(incoming)?;
-                store.apply_effects(&effects)?;
+                store.with(|s| s.apply_effects(&effects))?;
                 progress(&session.progress());
             }
         }
