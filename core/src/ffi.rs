@@ -9,6 +9,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use zeroize::Zeroizing;
+
 use crate::error::Error;
 use crate::evidence::EvidenceRecord;
 use crate::media::signature::{InkRule, SignatureStrokes, Stroke, StrokePoint};
@@ -480,6 +482,19 @@ pub enum PaperKind {
     Pledge,
 }
 
+/// The notice or pledge text in force, as the household reads it before signing.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct PaperText {
+    /// Title shown above the text.
+    pub title: String,
+    /// The text, paragraphs separated by blank lines.
+    pub body: String,
+    /// Version number, from 1.
+    pub version: u32,
+    /// First day in force, `YYYY-MM-DD`, town time (UTC+08:00).
+    pub effective_from: String,
+}
+
 /// A resident's witnessed mark (for one who cannot write).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct WitnessMark {
@@ -677,6 +692,9 @@ impl SyncCancel {
 #[derive(Debug, uniffi::Object)]
 pub struct DoorstepStore {
     store: Mutex<Store>,
+    /// Held for a whole sync: a second sync waits for the first, so one outbox is
+    /// never sent twice at once.
+    syncing: Mutex<()>,
 }
 
 impl DoorstepStore {
@@ -696,14 +714,35 @@ impl DoorstepStore {
     /// key that is not 32 bytes or an empty path; `Storage`.
     #[uniffi::constructor]
     pub fn open(path: String, key: Vec<u8>) -> FfiResult<Arc<Self>> {
-        let key: [u8; STORE_KEY_BYTES] = key
-            .as_slice()
-            .try_into()
-            .map_err(|_| invalid("key", "密钥须为32字节"))?;
+        let key = Zeroizing::new(key);
+        let key: Zeroizing<[u8; STORE_KEY_BYTES]> = Zeroizing::new(
+            key.as_slice()
+                .try_into()
+                .map_err(|_| invalid("key", "密钥须为32字节"))?,
+        );
         let store = Store::open_encrypted(path, &key)?;
         Ok(Arc::new(Self {
             store: Mutex::new(store),
+            syncing: Mutex::new(()),
         }))
+    }
+
+    /// The notice or pledge text in force today, to show before the household signs.
+    ///
+    /// Errors: `Invalid` (field `template`) before the first sync brought the
+    /// templates, or when none is in force.
+    pub fn paper_text(&self, kind: PaperKind) -> FfiResult<PaperText> {
+        let id = match kind {
+            PaperKind::Notice => EvidenceKind::Notice,
+            PaperKind::Pledge => EvidenceKind::Pledge,
+        };
+        let t = self.lock().template_in_force(id.as_str())?;
+        Ok(PaperText {
+            title: t.title,
+            body: t.body,
+            version: t.version,
+            effective_from: t.effective_from,
+        })
     }
 
     /// This phone's device ID (UUID).
@@ -932,6 +971,8 @@ impl DoorstepStore {
     /// `listener` hears after each answer; `cancel` stops it before the next request.
     /// The store stays usable meanwhile: the lock is held only to read or apply.
     ///
+    /// A second sync called meanwhile waits for this one to end, then runs.
+    ///
     /// Errors: `NotEnrolled`; `Unauthorized`; `ServerKeyMismatch`; `Offline`; `Server`;
     /// `Cancelled`. In every case what the server confirmed is kept and the rest waits.
     pub fn sync_now(
@@ -939,6 +980,7 @@ impl DoorstepStore {
         listener: Box<dyn SyncListener>,
         cancel: Arc<SyncCancel>,
     ) -> FfiResult<SyncReport> {
+        let _one_at_a_time = self.syncing.lock().unwrap_or_else(|p| p.into_inner());
         let done = sync::sync_shared(&self.store, Some(&cancel.flag), |p| {
             listener.on_progress((*p).into())
         })?;
@@ -1305,6 +1347,11 @@ mod tests {
             )
             .unwrap_err();
         assert!(is_chinese(&err.detail()), "{err:?}");
+        let DoorstepError::Invalid { field, .. } = store.paper_text(PaperKind::Pledge).unwrap_err()
+        else {
+            panic!("no templates here yet")
+        };
+        assert_eq!(field, "template");
         let detail = store.household(h.clone()).unwrap();
         assert_eq!(detail.visits.len(), 1);
         assert_eq!(detail.visits[0].outcome, None);

@@ -2,6 +2,7 @@
 //! the real core with real SQLite files, real photos and rosters from ../shared/fixtures.
 
 mod access;
+mod at_rest;
 mod convergence;
 mod evidence;
 mod reassign;

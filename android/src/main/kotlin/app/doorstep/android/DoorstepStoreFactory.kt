@@ -1,0 +1,56 @@
+package app.doorstep.android
+
+import android.content.Context
+import app.doorstep.core.DoorstepException
+import app.doorstep.core.DoorstepStore
+import java.io.File
+import java.io.IOException
+import kotlinx.coroutines.CoroutineDispatcher
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.withContext
+
+/**
+ * Opens the phone's one store: `filesDir/doorstep/store.db` (with its `-wal` and `-shm`
+ * companions), encrypted under the key [KeystoreKeyProvider] keeps.
+ *
+ * Exclude `doorstep/` in the `file` domain from the app's backup and device-transfer rules
+ * (`android:dataExtractionRules`, and `android:fullBackupContent` for Android 11 and older): a
+ * restored copy cannot be opened without this phone's Keystore key, and the core does not
+ * support restoring a store from a copy (its evidence counters would repeat).
+ */
+object DoorstepStoreFactory {
+    /** The store's folder under [Context.getFilesDir]. */
+    const val DIRECTORY = "doorstep"
+
+    /** The store's file name in [DIRECTORY]. */
+    const val FILE_NAME = "store.db"
+
+    /** The store file of this app. */
+    fun storeFile(context: Context): File = File(File(context.filesDir, DIRECTORY), FILE_NAME)
+
+    /**
+     * Opens the store, creating it (and its key) on first use. Runs on [dispatcher]; safe to
+     * call from the main thread. Open it once per process and share the [Doorstep].
+     *
+     * @throws StoreKeyException the key cannot be had; the store is left untouched.
+     * @throws DoorstepException.WrongKey the store does not open with the kept key.
+     * @throws DoorstepException.Storage the file cannot be read or written, or a newer app
+     *   wrote it.
+     * @throws IOException the folder or the wrapped key cannot be read or written.
+     */
+    suspend fun open(
+        context: Context,
+        keyProvider: KeystoreKeyProvider = KeystoreKeyProvider(context),
+        dispatcher: CoroutineDispatcher = Dispatchers.IO,
+    ): Doorstep = withContext(dispatcher) {
+        val file = storeFile(context)
+        val dir = file.parentFile!!
+        if (!dir.isDirectory && !dir.mkdirs()) throw IOException("cannot create $dir")
+        val key = keyProvider.storeKey(file)
+        try {
+            Doorstep(DoorstepStore.open(file.path, key), dispatcher)
+        } finally {
+            key.fill(0)
+        }
+    }
+}
