@@ -13,7 +13,8 @@ use zeroize::Zeroizing;
 
 use crate::error::Error;
 use crate::evidence::EvidenceRecord;
-use crate::media::signature::{InkRule, SignatureStrokes, Stroke, StrokePoint};
+use crate::media::MediaError;
+use crate::media::signature::{InkRule, SignatureError, SignatureStrokes, Stroke, StrokePoint};
 use crate::model::{self, EvidenceKind, GeoPoint, HouseholdId, ResidentId, VisitId, VisitOutcome};
 use crate::protocol::SyncProgress;
 use crate::store::{
@@ -123,6 +124,8 @@ pub enum DoorstepError {
     Invalid {
         /// The argument.
         field: String,
+        /// The rule broken, in English, for developers and logs.
+        reason: String,
         /// For the worker.
         detail: String,
     },
@@ -181,28 +184,57 @@ impl DoorstepError {
     }
 }
 
-/// The Chinese name of an argument the core names in an [`Error::Invalid`].
-fn field_zh(field: &str) -> &str {
+/// What the worker reads for an [`Error::Invalid`] of the core: one Chinese sentence per
+/// argument and rule (the core's `reason` is English, for developers).
+fn invalid_zh(field: &str, reason: &str) -> String {
+    let has = |s: &str| reason.contains(s);
     match field {
-        "path" => "存储位置",
-        "key" => "密钥",
-        "text" => "搜索内容",
-        "status" => "走访状态",
-        "outcome" | "outcome_reason" => "走访结果",
-        "remarks" => "备注",
-        "reason" => "原因",
-        "started_at_ms" | "finished_at_ms" | "called_at_ms" => "时间",
-        "location" | "lat" | "lon" | "accuracy_m" => "位置",
-        "signer" => "签字人",
-        "signature_png_sha256" | "signature" => "签名",
-        "witness" | "witness_name" | "witness_reason" => "见证人",
-        "template_id" | "template" => "告知书或承诺书版本",
-        "visit" => "走访记录",
-        "reached" => "回访结果",
-        "code" | "payload" | "server" | "pin" => "入网码",
-        "household" | "id" => "户",
-        _ => field,
+        "path" => "存储位置不可用，请重新安装应用或联系镇综治办。",
+        "key" => "密钥须为32字节，请联系镇综治办。",
+        "text" => "搜索内容最多100个字。",
+        "status" => "走访状态只能是：未走访、走访中、已完成、无人在家、拒绝、已搬离。",
+        "limit" => "每次最多列出500条。",
+        "household" => "户编号无效，请重新选择这一户。",
+        "visit" if has("another phone") => "这条走访由另一部手机记录，只能在那部手机上继续或作废。",
+        "visit" if has("already voided") || has("was voided") => "这条走访已作废。",
+        "visit" if has("already finished") => "这条走访已结束，不能再修改。",
+        "visit" if has("finished, not voided") => "只有已结束且未作废的走访才能回访。",
+        "visit" => "走访编号无效，请重新选择这条走访。",
+        "outcome_reason" if has("at most") => "原因最多200个字。",
+        "outcome_reason" => "走访未完成时须说明原因（无人在家、拒绝、已搬离）。",
+        "reason" => "请填写原因（1至200个字）。",
+        "remarks" => "备注太长，请删减。",
+        "target_groups_reached" => "重点人群最多32项，每项1至50个字。",
+        "started_at_ms" => "走访开始时间不正确，请检查手机日期。",
+        "finished_at_ms" if has("24 hours") => "一次走访不能超过24小时，请检查结束时间。",
+        "finished_at_ms" => "结束时间早于开始时间，请检查手机日期。",
+        "called_at_ms" => "回访时间早于走访时间，请检查手机日期。",
+        "reached" => "接通时须回答两个问题；未接通时两个问题都不填。",
+        f if f.starts_with("location") => "定位数据不正确，请重新定位或不带位置保存。",
+        "phone" => "电话号码应为7至15位数字。",
+        "head_name" | "address" => "最多200个字。",
+        "signer" if has("under 18") => "签字人未满18岁，请由户主或其他成年人签字。",
+        "signer" => "签字人不是这一户的居民。",
+        "signature" if has("witness") => "按手印或画押须有见证人；也可以请本人完整签名。",
+        "signature" => "没有找到这份签名，请重新签字。",
+        f if f.starts_with("witness") && has("mark") => "见证人须完整签名，不能画押。",
+        f if f.starts_with("witness") && has("own") => {
+            "见证人的签名不能与签字人的相同，请见证人本人签字。"
+        }
+        f if f.starts_with("witness") => {
+            "请填写见证人姓名（1至50个字）和原因（1至200个字），并由见证人签名。"
+        }
+        "template" if has("sync") => "本机还没有告知书和承诺书，请在有信号时同步一次。",
+        "template" => "没有现行有效的告知书或承诺书，请联系镇综治办。",
+        "photos" => "一条签字记录最多引用200张照片，请另起一次走访。",
+        "record" => "签字记录过大，请减少照片后再签。",
+        "enrolment code" => "这不是有效的入网码，请扫描镇综治办发放的二维码。",
+        "server_url" => "服务器地址无效，请检查后重新输入。",
+        "pin" | "certificate" => "服务器密钥指纹格式不正确，请向镇综治办核对。",
+        "blob" => "本机的一份照片或签名文件已损坏，请联系镇综治办。",
+        _ => "输入的内容不符合要求，请检查后重试。",
     }
+    .to_string()
 }
 
 impl From<Error> for DoorstepError {
@@ -217,7 +249,7 @@ impl From<Error> for DoorstepError {
                     .into(),
             },
             Error::Storage(_) | Error::Document { .. } => Self::Storage {
-                detail: format!("本机数据读写失败，已保存的记录未被改动。（{technical}）"),
+                detail: format!("本机数据读写失败，已保存的记录未被改动。（技术信息：{technical}）"),
             },
             Error::StoreTooNew { .. } => Self::Storage {
                 detail: "本机数据由更新版本的应用写入，请先升级应用。".into(),
@@ -245,11 +277,35 @@ impl From<Error> for DoorstepError {
             Error::Cancelled => Self::Cancelled {
                 detail: "同步已取消，已确认的内容已保存。".into(),
             },
-            Error::Media(_) => Self::PhotoRefused {
-                detail: format!("照片无法使用，请重新拍摄。（{technical}）"),
+            Error::Media(ref m) => Self::PhotoRefused {
+                detail: match m {
+                    MediaError::TooLarge { .. }
+                    | MediaError::TooManyPixels { .. }
+                    | MediaError::TooMuchMemory { .. } => {
+                        "照片太大，请降低相机分辨率后重新拍摄。"
+                    }
+                    MediaError::Heic => {
+                        "不支持HEIC格式的照片。请把相机设置为“兼容性最佳”（JPEG）后重新拍摄。"
+                    }
+                    MediaError::UnsupportedFormat => "只能使用JPEG或PNG照片，请重新拍摄。",
+                    MediaError::Truncated | MediaError::Corrupt(_) => {
+                        "照片文件已损坏或不完整，请重新拍摄。"
+                    }
+                    MediaError::Encode(_) => "照片处理失败，请重新拍摄；仍不行请联系镇综治办。",
+                }
+                .into(),
             },
-            Error::Signature(_) => Self::SignatureRefused {
-                detail: "签名无效（空白或笔画太少），请重新签字。".into(),
+            Error::Signature(ref e) => Self::SignatureRefused {
+                detail: match e {
+                    SignatureError::Blank { .. } => "签名是空白的或笔画太少，请重新签字。",
+                    SignatureError::Invalid { .. } => {
+                        "签名数据超出签字板范围，请清除后在签字板内重新签字。"
+                    }
+                    SignatureError::Decode(_) | SignatureError::Render(_) => {
+                        "签名无法保存，请清除后重新签字；仍不行请联系镇综治办。"
+                    }
+                }
+                .into(),
             },
             Error::Incomplete { ref missing } => {
                 let missing: Vec<String> = missing
@@ -281,15 +337,16 @@ impl From<Error> for DoorstepError {
                     detail: "没有这条走访记录。".into(),
                 },
                 _ => Self::Internal {
-                    detail: format!("户档案无法读写，请同步后重试。（{technical}）"),
+                    detail: format!("户档案无法读写，请同步后重试。（技术信息：{technical}）"),
                 },
             },
             Error::Invalid { field, ref reason } => Self::Invalid {
                 field: field.to_string(),
-                detail: format!("{}不符合要求：{reason}", field_zh(field)),
+                reason: reason.clone(),
+                detail: invalid_zh(field, reason),
             },
             Error::Evidence(_) => Self::Internal {
-                detail: format!("签字记录无法生成，请重试或联系镇综治办。（{technical}）"),
+                detail: format!("签字记录无法生成，请重试或联系镇综治办。（技术信息：{technical}）"),
             },
         }
     }
@@ -299,19 +356,21 @@ fn is_full(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull)
 }
 
-fn invalid(field: &str, detail: &str) -> DoorstepError {
+/// An argument refused here, before the core: `reason` in English for logs.
+fn invalid(field: &str, reason: &str) -> DoorstepError {
     DoorstepError::Invalid {
         field: field.into(),
-        detail: format!("{}不符合要求：{detail}", field_zh(field)),
+        reason: reason.into(),
+        detail: invalid_zh(field, reason),
     }
 }
 
 fn household_id(s: &str) -> FfiResult<HouseholdId> {
-    HouseholdId::parse(s).ok_or_else(|| invalid("household", "不是有效的户编号"))
+    HouseholdId::parse(s).ok_or_else(|| invalid("household", "not a UUID"))
 }
 
 fn visit_id(s: &str) -> FfiResult<VisitId> {
-    VisitId::parse(s).ok_or_else(|| invalid("visit", "不是有效的走访编号"))
+    VisitId::parse(s).ok_or_else(|| invalid("visit", "not a UUID"))
 }
 
 /// A place, as the phone's location service reports it.
@@ -718,7 +777,7 @@ impl DoorstepStore {
         let key: Zeroizing<[u8; STORE_KEY_BYTES]> = Zeroizing::new(
             key.as_slice()
                 .try_into()
-                .map_err(|_| invalid("key", "密钥须为32字节"))?,
+                .map_err(|_| invalid("key", "the key is not 32 bytes"))?,
         );
         let store = Store::open_encrypted(path, &key)?;
         Ok(Arc::new(Self {
@@ -791,7 +850,7 @@ impl DoorstepStore {
     /// limit over 500.
     pub fn households(&self, filter: HouseholdFilter) -> FfiResult<Vec<HouseholdRow>> {
         if filter.limit > 500 {
-            return Err(invalid("limit", "每页最多500户"));
+            return Err(invalid("limit", "at most 500 rows a page"));
         }
         let rows = self.lock().households(&HouseholdQuery {
             text: filter.text,
@@ -810,10 +869,7 @@ impl DoorstepStore {
         let store = self.lock();
         let h = store.household(id)?;
         let device = store.device_id().to_string();
-        let summary = store
-            .households(&HouseholdQuery::default())?
-            .into_iter()
-            .find(|r| r.id == id);
+        let summary = store.household_summary(id)?;
         drop(store);
         let row = summary.map(row).unwrap_or_else(|| HouseholdRow {
             id: h.id.clone(),
@@ -915,7 +971,7 @@ impl DoorstepStore {
     /// captured here, a mark without a witness); `NotFound`.
     pub fn sign(&self, household: String, visit: String, input: SignInput) -> FfiResult<String> {
         let signer = ResidentId::parse(&input.signer)
-            .ok_or_else(|| invalid("signer", "不是有效的居民编号"))?;
+            .ok_or_else(|| invalid("signer", "not a resident ID"))?;
         let id = self.lock().sign_evidence(
             household_id(&household)?,
             visit_id(&visit)?,
@@ -1028,7 +1084,7 @@ impl DoorstepStore {
     /// checked yet, with the number to call, at most `limit` (1 to 500).
     pub fn follow_up_targets(&self, limit: u32) -> FfiResult<Vec<FollowUpTarget>> {
         if limit == 0 || limit > 500 {
-            return Err(invalid("limit", "1到500"));
+            return Err(invalid("limit", "1 to 500"));
         }
         let store = self.lock();
         let mut out = Vec::new();
@@ -1273,6 +1329,102 @@ mod tests {
         }
     }
 
+    /// Whether `s` holds an English word (three lower-case ASCII letters in a row)
+    /// outside the technical note that storage and internal errors end with.
+    fn has_english(s: &str) -> bool {
+        let shown = s.split("（技术信息：").next().unwrap_or(s);
+        shown
+            .as_bytes()
+            .windows(3)
+            .any(|w| w.iter().all(u8::is_ascii_lowercase))
+    }
+
+    /// Every refusal a worker can meet reads as a Chinese sentence with no English in
+    /// it: each argument and rule the core names, each photo and signature refusal.
+    #[test]
+    fn refusals_read_in_chinese_without_english() {
+        let rules = [
+            ("text", "a search is at most 100 characters"),
+            ("status", "one of unvisited, completed"),
+            ("visit", "the visit was started on another phone"),
+            ("visit", "the visit is already voided"),
+            ("visit", "the visit is already finished"),
+            ("visit", "only a finished, not voided visit is checked"),
+            ("visit", "not a UUID"),
+            ("outcome_reason", "say why the visit did not complete"),
+            ("outcome_reason", "a reason is at most 200 characters"),
+            (
+                "started_at_ms",
+                "the start is not between the years 2000 and 2100",
+            ),
+            ("finished_at_ms", "the visit ends before it starts"),
+            ("finished_at_ms", "the visit lasts more than 24 hours"),
+            ("location.lat", "latitude is -90 to 90 degrees"),
+            (
+                "signer",
+                "the signer is under 18; the head or another adult signs",
+            ),
+            ("signer", "not a resident of this household"),
+            (
+                "signature",
+                "a mark needs a witness; or capture a full signature",
+            ),
+            (
+                "witness.signature",
+                "the witness signs in full, not with a mark",
+            ),
+            (
+                "witness.signature",
+                "the witness's signature is the signer's own",
+            ),
+            ("witness.name", "1 to 50 characters, no control characters"),
+            (
+                "template",
+                "no templates on this phone yet; sync once with signal",
+            ),
+            ("template", "no version in force"),
+            (
+                "enrolment code",
+                "this QR code is not a Doorstep enrolment code",
+            ),
+            ("pin", "not sha256/ and 44 base64 characters"),
+            ("phone", "a phone number is 7 to 15 digits"),
+            ("reached", "a reached household answers both questions"),
+            ("something new", "a rule added later"),
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for (field, reason) in rules {
+            let e = DoorstepError::from(Error::Invalid {
+                field: Box::leak(field.to_string().into_boxed_str()),
+                reason: reason.into(),
+            });
+            let d = e.detail();
+            assert!(is_chinese(&d) && !has_english(&d), "{field}: {d}");
+            let DoorstepError::Invalid { reason: kept, .. } = &e else {
+                panic!("{e:?}")
+            };
+            assert_eq!(kept, reason, "the English reason is kept for logs");
+            seen.insert(d);
+        }
+        assert!(seen.len() >= 24, "distinct rules read distinctly: {seen:?}");
+        let media = [
+            MediaError::Heic,
+            MediaError::Truncated,
+            MediaError::UnsupportedFormat,
+            MediaError::Corrupt("bad huffman".into()),
+        ];
+        for m in media {
+            let d = DoorstepError::from(Error::Media(m)).detail();
+            assert!(is_chinese(&d) && !has_english(&d), "{d}");
+        }
+        let sig = SignatureError::Invalid {
+            field: "strokes[0].points[3].x".into(),
+            reason: "out of the pad".into(),
+        };
+        let d = DoorstepError::from(Error::Signature(sig)).detail();
+        assert!(d.contains("超出签字板范围") && !has_english(&d), "{d}");
+    }
+
     #[test]
     fn a_whole_visit_through_the_surface_with_its_refusals() {
         let dir = tempfile::tempdir().unwrap();
@@ -1385,6 +1537,48 @@ mod tests {
                 .unwrap_err()
                 .code(),
             "not_found"
+        );
+    }
+
+    /// The detail of a household far down a long list shows its own status.
+    #[test]
+    fn a_household_past_the_first_page_shows_its_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _, _) = opened(dir.path());
+        let mut last = None;
+        for n in 0..150 {
+            let id = HouseholdId::new();
+            let h = Household::new(
+                id,
+                "东坡村",
+                "东坡村第2网格",
+                &format!("东坡村{}号", 100 + n),
+            );
+            let doc = model::new_household_doc(&h, automerge::ActorId::random(), 0).unwrap();
+            store.lock().insert_household_doc(&doc.save(), id).unwrap();
+            last = Some(id.to_string());
+        }
+        let last = last.unwrap();
+        let v = store
+            .start_visit(last.clone(), store::now_ms(), None)
+            .unwrap();
+        store
+            .finish_visit(
+                last.clone(),
+                v,
+                VisitEnd {
+                    outcome: Outcome::NobodyHome,
+                    outcome_reason: "无人应门".into(),
+                    finished_at_ms: store::now_ms() + 1,
+                    target_groups_reached: vec![],
+                    remarks: String::new(),
+                },
+            )
+            .unwrap();
+        let row = store.household(last).unwrap().row;
+        assert_eq!(
+            (row.status.as_deref(), row.visits),
+            (Some("nobody_home"), 1)
         );
     }
 

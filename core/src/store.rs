@@ -14,6 +14,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use automerge::{Automerge, Change, ChangeHash};
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use uuid::Uuid;
 
@@ -33,6 +34,20 @@ pub use crypt::STORE_KEY_BYTES;
 use crypt::{BlobSeal, StoreKeys};
 
 /// The migrations, in order; the schema version is the number applied.
+/// A `household_index` row (doc_id, village, grid, door_number, head_name, status,
+/// visits) as a list row.
+fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HouseholdSummary> {
+    Ok(HouseholdSummary {
+        id: HouseholdId(uuid_from(&r.get::<_, Vec<u8>>(0)?)),
+        village: r.get(1)?,
+        grid: r.get(2)?,
+        door_number: r.get(3)?,
+        head_name: r.get(4)?,
+        status: r.get(5)?,
+        visits: r.get(6)?,
+    })
+}
+
 /// The path of a store file; refuses the in-memory names, where nothing would be kept.
 fn disk_path(path: &Path) -> Result<&Path> {
     let text = path.to_string_lossy();
@@ -291,12 +306,15 @@ impl Store {
     ) -> Result<Self> {
         let conn = Connection::open(disk_path(path.as_ref())?)?;
         let keys = StoreKeys::derive(store_key);
-        // SQLCipher would print each failed page check of a wrong key to stderr
-        // (logcat); the caller gets `WrongKey` instead.
-        conn.execute_batch("PRAGMA cipher_log_level = NONE;")?;
+        // A store left with a WAL (the app was killed) would be checkpointed when this
+        // connection closes, even after a wrong key: nothing is written until the key
+        // has been proved.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
         conn.execute_batch(&keys.pragma)?;
-        // Encrypted pages of temporary tables and sorts stay in memory, not in files.
-        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        // SQLCipher would print each failed page check of a wrong key to stderr
+        // (logcat); the caller gets `WrongKey` instead. Set after the key: the first
+        // key of a process resets the level.
+        conn.execute_batch("PRAGMA cipher_log_level = NONE;")?;
         // The first read decrypts page 1: a wrong key fails here, before any write.
         match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
             r.get::<_, i64>(0)
@@ -309,6 +327,9 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         }
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, false)?;
+        // Encrypted pages of temporary tables and sorts stay in memory, not in files.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         Self::with_connection(conn, Some(keys.blobs))
     }
 
@@ -445,19 +466,21 @@ impl Store {
         )?;
         let rows = stmt.query_map(
             params![text, like, suffix, query.status, limit, query.offset],
-            |r| {
-                Ok(HouseholdSummary {
-                    id: HouseholdId(uuid_from(&r.get::<_, Vec<u8>>(0)?)),
-                    village: r.get(1)?,
-                    grid: r.get(2)?,
-                    door_number: r.get(3)?,
-                    head_name: r.get(4)?,
-                    status: r.get(5)?,
-                    visits: r.get(6)?,
-                })
-            },
+            summary_row,
         )?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The household's row of the list, `None` when it is not on this phone.
+    pub fn household_summary(&self, id: HouseholdId) -> Result<Option<HouseholdSummary>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT doc_id, village, grid, door_number, head_name, status, visits
+                   FROM household_index WHERE doc_id = ?1",
+            )?
+            .query_row([id.0.as_bytes().as_slice()], summary_row)
+            .optional()?)
     }
 
     /// Stores a household document received or created outside a sync (the roster
@@ -954,14 +977,18 @@ impl Store {
                         }
                         for (what, hash) in record.blobs() {
                             let hex_hash = hex::encode(hash);
-                            match self.blob(&hex_hash)? {
-                                None => check.blobs_not_here += 1,
-                                Some(bytes) if evidence::sha256(&bytes) != hash => {
+                            match self.blob(&hex_hash) {
+                                Ok(None) => check.blobs_not_here += 1,
+                                Ok(Some(bytes)) if evidence::sha256(&bytes) != hash => {
                                     check.problems.push(format!(
                                         "the {what} blob {hex_hash} does not match its hash"
                                     ))
                                 }
-                                Some(_) => {}
+                                Ok(Some(_)) => {}
+                                // A sealed blob that does not open is this record's
+                                // problem, not the end of the check.
+                                Err(Error::Invalid { reason, .. }) => check.problems.push(reason),
+                                Err(e) => return Err(e),
                             }
                         }
                     }
@@ -2444,6 +2471,38 @@ mod tests {
             found.iter().any(|(_, i)| *i == 5),
             "photo in the plain file: {found:?}"
         );
+    }
+
+    /// A store the app was killed over (its WAL not checkpointed) opened with a wrong
+    /// key: `WrongKey`, and neither the database nor the WAL changes; the right key
+    /// then finds everything.
+    #[test]
+    fn a_wrong_key_leaves_a_killed_apps_wal_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("enc.db");
+        let (id, bytes) = sample_doc();
+        let mut s = Store::open_encrypted(&path, &[1; STORE_KEY_BYTES]).unwrap();
+        s.insert_household_doc(&bytes, id).unwrap();
+        // The files as a killed process leaves them: copied while the store is open.
+        let copy = dir.path().join("killed.db");
+        std::fs::copy(&path, &copy).unwrap();
+        let wal = |p: &Path| std::path::PathBuf::from(format!("{}-wal", p.display()));
+        std::fs::copy(wal(&path), wal(&copy)).unwrap();
+        drop(s);
+        let before = (
+            std::fs::read(&copy).unwrap(),
+            std::fs::read(wal(&copy)).unwrap(),
+        );
+        assert!(!before.1.is_empty());
+        let err = Store::open_encrypted(&copy, &[2; STORE_KEY_BYTES]).unwrap_err();
+        assert!(matches!(err, Error::WrongKey), "{err}");
+        let after = (
+            std::fs::read(&copy).unwrap(),
+            std::fs::read(wal(&copy)).unwrap(),
+        );
+        assert!(after == before, "the database or its WAL changed");
+        let s = Store::open_encrypted(&copy, &[1; STORE_KEY_BYTES]).unwrap();
+        assert_eq!(s.household(id).unwrap().head_name, "张三");
     }
 
     /// A wrong key, no key, or a key for a plain store: a clear error, and the file is

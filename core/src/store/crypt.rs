@@ -10,7 +10,7 @@ use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
 use sha2::Sha256;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 
@@ -21,6 +21,9 @@ pub const STORE_KEY_BYTES: usize = 32;
 const DB_INFO: &[u8] = b"doorstep/store/sqlcipher-page-key/v1";
 /// HKDF `info` of the blob sealing key.
 const BLOB_INFO: &[u8] = b"doorstep/store/blob-key/v1";
+/// Length of the `PRAGMA key = "x'…'";` statement with 64 hex digits.
+const PRAGMA_LEN: usize = 83;
+const HEX: &[u8; 16] = b"0123456789abcdef";
 /// Bytes before a sealed blob's ciphertext: its random nonce.
 const NONCE_BYTES: usize = 24;
 
@@ -45,9 +48,17 @@ impl StoreKeys {
             .expect("32-byte HKDF output");
         // A raw key (x'…', 64 hex digits) skips SQLCipher's PBKDF2: the key is already
         // 256 random bits, and opening stays fast on a slow phone.
-        let mut hex = hex::encode(db.as_ref());
-        let pragma = Zeroizing::new(format!("PRAGMA key = \"x'{hex}'\";"));
-        hex.zeroize();
+        // Built in place at its final size, so no reallocation leaves a copy of the key
+        // behind; SQLite's own copy of the statement is freed without wiping
+        // (`cipher_memory_security` is off): best effort, not a guarantee.
+        let mut pragma = Zeroizing::new(String::with_capacity(PRAGMA_LEN));
+        pragma.push_str("PRAGMA key = \"x'");
+        for b in db.iter() {
+            pragma.push(char::from(HEX[usize::from(b >> 4)]));
+            pragma.push(char::from(HEX[usize::from(b & 15)]));
+        }
+        pragma.push_str("'\";");
+        debug_assert_eq!(pragma.len(), PRAGMA_LEN);
         Self {
             pragma,
             blobs: BlobSeal {
