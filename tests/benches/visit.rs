@@ -3,7 +3,8 @@
 //! 200 households, against a plain rusqlite INSERT of a comparable row in its own
 //! transaction with the same pragmas, interleaved in the same run so that noise from
 //! other processes falls on both alike. A second run attaches a real fixture photo to
-//! every 10th visit.
+//! every 10th visit. A third run records the same visits and photos in an encrypted
+//! store (`Store::open_encrypted`, issue 5) and a plain one, interleaved.
 //!
 //! Run: `cargo bench -p doorstep-tests --bench visit`
 //! Environment: `DOORSTEP_FIXTURES` (the fixtures folder; default `../shared/fixtures`
@@ -30,7 +31,11 @@ fn visit(seed: usize) -> NewVisit {
 
 /// A phone store holding the 200 households, as after a first sync.
 fn phone_store(dir: &Path) -> (Store, Vec<HouseholdId>, Vec<Vec<u8>>) {
-    let mut store = Store::open(dir.join("phone.db")).expect("open store");
+    fill(Store::open(dir.join("phone.db")).expect("open store"))
+}
+
+/// The 200 households in `store`, as after a first sync.
+fn fill(mut store: Store) -> (Store, Vec<HouseholdId>, Vec<Vec<u8>>) {
     store
         .set_setting("username", "bench-worker")
         .expect("set username");
@@ -47,6 +52,20 @@ fn phone_store(dir: &Path) -> (Store, Vec<HouseholdId>, Vec<Vec<u8>>) {
         docs.push(bytes);
     }
     (store, ids, docs)
+}
+
+/// The fixtures are few, and the store keeps a blob once per hash: make the `k`th stored
+/// photo distinct (one byte of scan data) so every attach writes its blobs, as distinct
+/// photos in the field do.
+fn make_distinct(intake: &mut media::IntakePhoto, k: usize) {
+    for (bytes, sha) in [
+        (&mut intake.jpeg, &mut intake.sha256),
+        (&mut intake.thumbnail, &mut intake.thumb_sha256),
+    ] {
+        let at = bytes.len() - 3;
+        bytes[at] = (k % 127) as u8;
+        *sha = media::sha256_hex(bytes);
+    }
 }
 
 /// The anchor: a table with one ~1 KB row per visit, same pragmas as the store.
@@ -240,18 +259,7 @@ fn main() {
             let t = Instant::now();
             let mut intake = media::intake_photo(input, &limits).expect("intake");
             intake_t.push(t.elapsed());
-            // The fixtures are few, and the store keeps a blob once per hash: make each
-            // stored photo distinct (one byte of scan data) so every attach writes its
-            // blobs, as distinct photos in the field do.
-            let k = i / PHOTO_EVERY;
-            for (bytes, sha) in [
-                (&mut intake.jpeg, &mut intake.sha256),
-                (&mut intake.thumbnail, &mut intake.thumb_sha256),
-            ] {
-                let at = bytes.len() - 3;
-                bytes[at] = (k % 127) as u8;
-                *sha = media::sha256_hex(bytes);
-            }
+            make_distinct(&mut intake, i / PHOTO_EVERY);
             let t = Instant::now();
             store.attach_intake(h, v, &intake).expect("attach photo");
             attach_t.push(t.elapsed());
@@ -267,6 +275,56 @@ fn main() {
         .sum();
     let blobs = store.pending_blobs().expect("pending blobs").len();
     drop(store);
+
+    // Run 3 (issue 5): the encrypted store (SQLCipher pages, sealed blobs) against the
+    // plain one, interleaved call by call, the same visits and the same photos.
+    let dir3 = tempfile::tempdir().expect("temp dir");
+    let (mut plain_store, ids3, _) = phone_store(dir3.path());
+    let (mut enc_store, _, _) = fill(
+        Store::open_encrypted(dir3.path().join("encrypted.db"), &[0x42; 32])
+            .expect("open encrypted store"),
+    );
+    let mut rec_plain = Vec::with_capacity(visits);
+    let mut rec_enc = Vec::with_capacity(visits);
+    let mut att_plain = Vec::new();
+    let mut att_enc = Vec::new();
+    let mut read_plain = Vec::new();
+    let mut read_enc = Vec::new();
+    for i in 0..visits {
+        let h = ids3[i % HOUSEHOLDS];
+        let t = Instant::now();
+        let vp = plain_store.record_visit(h, visit(i)).expect("record visit");
+        rec_plain.push(t.elapsed());
+        let t = Instant::now();
+        let ve = enc_store.record_visit(h, visit(i)).expect("record visit");
+        rec_enc.push(t.elapsed());
+        if i % PHOTO_EVERY == PHOTO_EVERY - 1 {
+            let (_, input) = &photos[(i / PHOTO_EVERY) % photos.len()];
+            let mut intake = media::intake_photo(input, &limits).expect("intake");
+            make_distinct(&mut intake, i / PHOTO_EVERY);
+            let t = Instant::now();
+            plain_store
+                .attach_intake(h, vp, &intake)
+                .expect("attach photo");
+            att_plain.push(t.elapsed());
+            let t = Instant::now();
+            enc_store
+                .attach_intake(h, ve, &intake)
+                .expect("attach photo");
+            att_enc.push(t.elapsed());
+            // Reading a photo back, as the upload does.
+            let t = Instant::now();
+            plain_store
+                .blob(&intake.sha256)
+                .expect("blob")
+                .expect("held");
+            read_plain.push(t.elapsed());
+            let t = Instant::now();
+            enc_store.blob(&intake.sha256).expect("blob").expect("held");
+            read_enc.push(t.elapsed());
+        }
+    }
+    drop((plain_store, enc_store));
 
     let a = stats(&plain);
     println!(
@@ -341,4 +399,34 @@ fn main() {
         "Stored photo and thumbnail blobs: {blobs}, {} B on average.",
         photo_bytes / blobs.max(1)
     );
+    println!();
+    println!(
+        "### Encrypted store against the plain store ({visits} visits, a photo on every {PHOTO_EVERY}th, interleaved)\n"
+    );
+    println!(
+        "| operation | calls | median | p99 | max | per second | × plain store (median / p99) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let (rp, ap, bp) = (stats(&rec_plain), stats(&att_plain), stats(&read_plain));
+    row(
+        "`record_visit`, encrypted store",
+        &stats(&rec_enc),
+        Some(&rp),
+        None,
+    );
+    row("`record_visit`, plain store", &rp, None, None);
+    row(
+        "`attach_intake`, encrypted store",
+        &stats(&att_enc),
+        Some(&ap),
+        None,
+    );
+    row("`attach_intake`, plain store", &ap, None, None);
+    row(
+        "`blob` (read a photo back), encrypted store",
+        &stats(&read_enc),
+        Some(&bp),
+        None,
+    );
+    row("`blob`, plain store", &bp, None, None);
 }

@@ -1,5 +1,8 @@
 //! Shared pieces of Doorstep's end-to-end tests: finding the fixtures, starting the real
-//! server binary on a free loopback port, and checking stored photos.
+//! server binary on a free loopback port, checking stored photos, and (`kotlin`) the
+//! generated bindings compiled and run on the JVM.
+
+pub mod kotlin;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -37,7 +40,8 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// The `doorstep-server` binary of this workspace, built (or found fresh) next to this
-/// test binary.
+/// test binary, together with the rest of the workspace's binaries and libraries
+/// (`uniffi-bindgen` and `libdoorstep_core.so` among them).
 ///
 /// Panics when cargo cannot build it.
 pub fn server_binary() -> PathBuf {
@@ -45,25 +49,64 @@ pub fn server_binary() -> PathBuf {
     BUILT.get_or_init(build_server_binary).clone()
 }
 
-/// Cargo builds a package's own binaries for its integration tests, but not another
-/// package's; so the first test that needs the server asks cargo to build it (a no-op
-/// when it is fresh), in the profile these tests were built with.
-fn build_server_binary() -> PathBuf {
+/// The target profile folder this binary was built into (`target/debug`,
+/// `target/release`): where cargo puts the workspace's binaries and libraries.
+pub fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
+    exe.parent()
         .and_then(Path::parent)
-        .expect("target profile folder");
-    let target_dir = profile_dir.parent().expect("target folder");
+        .expect("target profile folder")
+        .to_path_buf()
+}
+
+/// Runs `cargo build` over the workspace with `targets` (`--lib`, `--bins`, ...), in
+/// the profile and target folder this binary was built with (`target/release` is taken
+/// as `--release`; a benchmark uses [`cargo_build_profile`] with `bench`).
+///
+/// Panics when cargo fails.
+pub fn cargo_build(targets: &[&str]) {
+    let profile_dir = profile_dir();
     let profile = profile_dir
         .file_name()
         .and_then(|n| n.to_str())
-        .unwrap_or("debug");
+        .unwrap_or("debug")
+        .to_string();
+    cargo_build_profile(&profile, targets);
+}
+
+/// As [`cargo_build`], in the cargo profile `profile` (`debug` and `release` as cargo
+/// names their folders, or any profile name). A benchmark asks for `bench`: `cargo bench`
+/// builds in that profile, and building the same units in `release` would make the two
+/// rebuild each other's files back and forth.
+///
+/// Panics when cargo fails.
+pub fn cargo_build_profile(profile: &str, targets: &[&str]) {
+    let profile_dir = profile_dir();
+    let target_dir = profile_dir.parent().expect("target folder");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    // The same targets as `cargo test --workspace`, so that features resolve alike and
-    // nothing is rebuilt back and forth; this includes the server binary.
-    cmd.args(["build", "--quiet", "--workspace", "--bins", "--tests"])
+    // What cargo set for this test or bench process is not for the build: some build
+    // scripts (ring's) track CARGO_MANIFEST_DIR and CARGO_PKG_*, so inheriting them would
+    // make this build and a `cargo build` from a shell rebuild each other back and forth.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .contains(&name.as_ref())
+        {
+            cmd.env_remove(name.as_ref());
+        }
+    }
+    cmd.args(["build", "--quiet", "--workspace"])
+        .args(targets)
         .arg("--target-dir")
         .arg(target_dir)
         .current_dir(workspace_root());
@@ -76,9 +119,23 @@ fn build_server_binary() -> PathBuf {
             cmd.args(["--profile", other]);
         }
     }
-    let status = cmd.status().expect("run cargo to build doorstep-server");
-    assert!(status.success(), "cargo could not build doorstep-server");
-    let bin = profile_dir.join(format!("doorstep-server{}", std::env::consts::EXE_SUFFIX));
+    let status = cmd.status().expect("run cargo build");
+    assert!(
+        status.success(),
+        "cargo build --profile {profile} {targets:?} failed"
+    );
+}
+
+/// Cargo builds a package's own binaries for its integration tests, but not another
+/// package's; so the first test that needs the server asks cargo to build it (a no-op
+/// when it is fresh), in the profile these tests were built with. The same targets as
+/// `cargo test --workspace`, so that features resolve alike and nothing is rebuilt back
+/// and forth, plus `--lib`: a library built only as a dependency is not linked as the
+/// `cdylib` the Kotlin tests load (`libdoorstep_core.so`); `--bins` includes
+/// `uniffi-bindgen`.
+fn build_server_binary() -> PathBuf {
+    cargo_build(&["--lib", "--bins", "--tests"]);
+    let bin = profile_dir().join(format!("doorstep-server{}", std::env::consts::EXE_SUFFIX));
     assert!(bin.exists(), "{} was not built", bin.display());
     bin
 }

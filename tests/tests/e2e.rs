@@ -5,6 +5,7 @@ mod access;
 mod at_rest;
 mod convergence;
 mod evidence;
+mod kotlin;
 mod reassign;
 mod tls;
 
