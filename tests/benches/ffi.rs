@@ -9,9 +9,9 @@
 //! warm-up, in `tests/kotlin/bench/Bench.kt`. Rust runs before and after Kotlin, and its
 //! figure is the median over both runs.
 //!
-//! Run: `cargo bench -p doorstep-tests --bench ffi` (builds the workspace's release
-//! library and `uniffi-bindgen`, generates the Kotlin bindings and compiles them with
-//! kotlinc: needs `tests/kotlin/install-tools.sh`).
+//! Run: `cargo bench -p doorstep-tests --bench ffi` (also links the core's release
+//! `cdylib` and builds `uniffi-bindgen`, generates the Kotlin bindings and compiles them
+//! with kotlinc: needs `tests/kotlin/install-tools.sh`).
 //! Environment: `DOORSTEP_BENCH_ITERS` (timed listings of each kind and blocks of 1,000
 //! `device_id()` calls, default 300), `DOORSTEP_BENCH_WARMUP` (untimed listings first,
 //! default 100), `DOORSTEP_KOTLINC`, `DOORSTEP_JNA_JAR`.
@@ -227,13 +227,34 @@ fn main() {
 
     // The release library and uniffi-bindgen, then the bindings and Bench.kt in one jar.
     let t = Instant::now();
-    cargo_build_profile("bench", &["--lib", "--bins"]);
-    eprintln!("release build: {:.1} s", t.elapsed().as_secs_f64());
+    // The release library as this `cargo bench` resolves it (so that neither rebuilds the
+    // other's copy), and the generator in the dev profile (it only reads the library).
+    cargo_build_profile(
+        "bench",
+        &[
+            "-p",
+            "doorstep-tests",
+            "-p",
+            "doorstep-core",
+            "--lib",
+            "--bench",
+            "ffi",
+        ],
+    );
+    cargo_build_profile(
+        "debug",
+        &["-p", "uniffi-bindgen", "--bin", "uniffi-bindgen"],
+    );
+    eprintln!("builds: {:.1} s", t.elapsed().as_secs_f64());
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut sources: Vec<_> = kotlin::generate("kotlin", &dir.path().join("bindings"))
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|x| x == "kt"))
-        .collect();
+    let mut sources: Vec<_> = kotlin::generate(
+        &kotlin::bindgen_in("debug"),
+        "kotlin",
+        &dir.path().join("bindings"),
+    )
+    .into_iter()
+    .filter(|p| p.extension().is_some_and(|x| x == "kt"))
+    .collect();
     sources.extend(kotlin::kotlin_sources(
         &workspace_root().join("tests/kotlin/bench"),
     ));

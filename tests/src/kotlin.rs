@@ -108,16 +108,30 @@ pub fn core_library() -> PathBuf {
     lib
 }
 
+/// The workspace's `uniffi-bindgen` in this binary's profile folder.
+pub fn bindgen() -> PathBuf {
+    profile_dir().join(format!("uniffi-bindgen{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// The workspace's `uniffi-bindgen` in the profile folder `profile` (`debug`,
+/// `release`) of this binary's target folder.
+pub fn bindgen_in(profile: &str) -> PathBuf {
+    profile_dir()
+        .parent()
+        .expect("target folder")
+        .join(profile)
+        .join(format!("uniffi-bindgen{}", std::env::consts::EXE_SUFFIX))
+}
+
 /// Generates the bindings for `language` (`kotlin`, `swift`) of [`core_library`] into
-/// `out` with the workspace's `uniffi-bindgen` (uniffi library mode: it reads the
-/// surface from the library and the names from `core/uniffi.toml`); returns the files
-/// written.
+/// `out` with `bindgen` (the workspace's `uniffi-bindgen`, [`bindgen`]; uniffi library
+/// mode: it reads the surface from the library and the names from `core/uniffi.toml`);
+/// returns the files written.
 ///
 /// Panics with the generator's output when it fails.
-pub fn generate(language: &str, out: &Path) -> Vec<PathBuf> {
-    let bindgen = profile_dir().join(format!("uniffi-bindgen{}", std::env::consts::EXE_SUFFIX));
+pub fn generate(bindgen: &Path, language: &str, out: &Path) -> Vec<PathBuf> {
     assert!(bindgen.is_file(), "{} is missing", bindgen.display());
-    let output = Command::new(&bindgen)
+    let output = Command::new(bindgen)
         .args([
             "generate",
             "--no-format",

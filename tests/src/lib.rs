@@ -59,28 +59,31 @@ pub fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Runs `cargo build` over the workspace with `targets` (`--lib`, `--bins`, ...), in
-/// the profile and target folder this binary was built with (`target/release` is taken
-/// as `--release`; a benchmark uses [`cargo_build_profile`] with `bench`).
+/// Runs `cargo build` with `args` (packages and targets: `--workspace`, `--lib`, ...)
+/// in the profile and target folder this binary was built with (`target/release` is
+/// taken as `--release`; a benchmark uses [`cargo_build_profile`] with `bench`).
 ///
 /// Panics when cargo fails.
-pub fn cargo_build(targets: &[&str]) {
+pub fn cargo_build(args: &[&str]) {
     let profile_dir = profile_dir();
     let profile = profile_dir
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("debug")
         .to_string();
-    cargo_build_profile(&profile, targets);
+    cargo_build_profile(&profile, args);
 }
 
 /// As [`cargo_build`], in the cargo profile `profile` (`debug` and `release` as cargo
-/// names their folders, or any profile name). A benchmark asks for `bench`: `cargo bench`
-/// builds in that profile, and building the same units in `release` would make the two
-/// rebuild each other's files back and forth.
+/// names their folders, or any profile name), in this binary's target folder.
+///
+/// Ask for what the running `cargo test` or `cargo bench` already resolves alike (the
+/// same profile, and packages whose features unify the same way): cargo keeps one copy
+/// of a workspace crate per profile, so a build that resolves its dependencies
+/// differently rebuilds it, and the next `cargo bench` rebuilds it back.
 ///
 /// Panics when cargo fails.
-pub fn cargo_build_profile(profile: &str, targets: &[&str]) {
+pub fn cargo_build_profile(profile: &str, args: &[&str]) {
     let profile_dir = profile_dir();
     let target_dir = profile_dir.parent().expect("target folder");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -105,13 +108,19 @@ pub fn cargo_build_profile(profile: &str, targets: &[&str]) {
             cmd.env_remove(name.as_ref());
         }
     }
-    cmd.args(["build", "--quiet", "--workspace"])
-        .args(targets)
+    cmd.args(["build", "--quiet"])
+        .args(args)
         .arg("--target-dir")
         .arg(target_dir)
         .current_dir(workspace_root());
     match profile {
-        "debug" => {}
+        // `cargo test` builds everything in target/debug with the `test` profile
+        // (opt-level 1 here); a `dev` build of the same crates would be other units, and
+        // the core's rlib, named without a hash because the core is also a cdylib, would
+        // be overwritten under the test binaries already linked against it.
+        "debug" => {
+            cmd.args(["--profile", "test"]);
+        }
         "release" => {
             cmd.arg("--release");
         }
@@ -122,7 +131,7 @@ pub fn cargo_build_profile(profile: &str, targets: &[&str]) {
     let status = cmd.status().expect("run cargo build");
     assert!(
         status.success(),
-        "cargo build --profile {profile} {targets:?} failed"
+        "cargo build --profile {profile} {args:?} failed"
     );
 }
 
@@ -134,7 +143,7 @@ pub fn cargo_build_profile(profile: &str, targets: &[&str]) {
 /// `cdylib` the Kotlin tests load (`libdoorstep_core.so`); `--bins` includes
 /// `uniffi-bindgen`.
 fn build_server_binary() -> PathBuf {
-    cargo_build(&["--lib", "--bins", "--tests"]);
+    cargo_build(&["--workspace", "--lib", "--bins", "--tests"]);
     let bin = profile_dir().join(format!("doorstep-server{}", std::env::consts::EXE_SUFFIX));
     assert!(bin.exists(), "{} was not built", bin.display());
     bin

@@ -70,9 +70,15 @@ inline fun <reified E : DoorstepException> expectThrows(body: () -> Unit): E {
 /** Whether `text` holds a CJK ideograph: the worker's sentence is in Chinese. */
 fun hasChinese(text: String): Boolean = text.any { it in '\u4e00'..'\u9fff' }
 
-/** The code and the Chinese sentence of an error, as the app would branch and show. */
+/**
+ * The code and the sentence of an error, as the app would branch and show: Chinese, with
+ * no English in it (format names aside) unless after 技术信息 (technical details).
+ */
 fun expectError(e: DoorstepException, code: String) {
     expectEq(e.code(), code, "code()")
-    expect(hasChinese(e.detail())) { "detail() is not Chinese: ${e.detail()}" }
-    println("     $code: ${e.detail()}")
+    val detail = e.detail()
+    expect(hasChinese(detail)) { "detail() is not Chinese: $detail" }
+    val shown = detail.substringBefore("技术信息").replace(Regex("JPEG|PNG|HEIC"), "")
+    expect(!Regex("[A-Za-z]{3,}").containsMatchIn(shown)) { "detail() has English in it: $detail" }
+    println("     $code: $detail")
 }

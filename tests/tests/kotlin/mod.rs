@@ -102,8 +102,9 @@ fn methods_in(text: &str, start: &str, kotlin: bool) -> BTreeSet<String> {
 #[test]
 fn kotlin_and_swift_bindings_generate_with_the_whole_surface() {
     server_binary();
+    let bindgen = kotlin::bindgen();
     let out = tempfile::tempdir().unwrap();
-    let kotlin_files = kotlin::generate("kotlin", &out.path().join("kotlin"));
+    let kotlin_files = kotlin::generate(&bindgen, "kotlin", &out.path().join("kotlin"));
     let kt_path = out.path().join("kotlin/app/doorstep/core/doorstep_core.kt");
     assert_eq!(
         kotlin_files,
@@ -118,7 +119,7 @@ fn kotlin_and_swift_bindings_generate_with_the_whole_surface() {
     );
 
     let swift_dir = out.path().join("swift");
-    let swift_files = kotlin::generate("swift", &swift_dir);
+    let swift_files = kotlin::generate(&bindgen, "swift", &swift_dir);
     let names: Vec<String> = swift_files
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
@@ -272,11 +273,12 @@ fn kotlin_phone_records_a_visit_offline_syncs_it_and_a_supervisor_checks_it() {
     let started = Instant::now();
     let tools = kotlin::tools();
     server_binary();
+    let bindgen = kotlin::bindgen();
     let work = tempfile::tempdir().unwrap();
 
     // The generated bindings, the Android module's coroutine wrapper (plain JVM Kotlin:
     // it imports nothing from android.*) and the test program, in one kotlinc run.
-    let generated = kotlin::generate("kotlin", &work.path().join("bindings"));
+    let generated = kotlin::generate(&bindgen, "kotlin", &work.path().join("bindings"));
     let mut sources: Vec<PathBuf> = generated
         .into_iter()
         .filter(|p| p.extension().is_some_and(|x| x == "kt"))
