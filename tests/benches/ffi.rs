@@ -21,11 +21,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use automerge::ActorId;
 use doorstep_core::ffi::{DoorstepStore, HouseholdFilter, SyncCancel};
-use doorstep_core::model::{self, HouseholdId};
-use doorstep_core::store::{STORE_KEY_BYTES, Store, now_ms};
-use doorstep_server::demo::demo_households;
+use doorstep_core::store::{STORE_KEY_BYTES, Store};
 use doorstep_tests::{cargo_build_profile, kotlin, workspace_root};
 
 const HOUSEHOLDS: usize = 1000;
@@ -34,14 +31,7 @@ const BLOCK: u32 = 1000;
 /// An encrypted phone store holding the households, as after a first sync.
 fn make_store(path: &Path, key: &[u8; STORE_KEY_BYTES]) {
     let mut store = Store::open_encrypted(path, key).expect("open store");
-    let server = ActorId::random();
-    for h in demo_households(HOUSEHOLDS) {
-        let id = HouseholdId::parse(&h.id).expect("demo IDs are UUIDs");
-        let bytes = model::new_household_doc(&h, server.clone(), now_ms())
-            .expect("household doc")
-            .save();
-        store.insert_household_doc(&bytes, id).expect("insert doc");
-    }
+    doorstep_tests::insert_demo_households(&mut store, HOUSEHOLDS);
 }
 
 /// Lists every household in pages of `page`: the rows and the calls it took.

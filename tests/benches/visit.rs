@@ -19,7 +19,6 @@ use automerge::{ActorId, Automerge};
 use doorstep_core::media::{self, PhotoLimits};
 use doorstep_core::model::{self, HouseholdId, VisitId, VisitOutcome};
 use doorstep_core::store::{NewVisit, Store, now_ms};
-use doorstep_server::demo::demo_households;
 use rusqlite::{Connection, params};
 
 const HOUSEHOLDS: usize = 200;
@@ -39,18 +38,9 @@ fn fill(mut store: Store) -> (Store, Vec<HouseholdId>, Vec<Vec<u8>>) {
     store
         .set_setting("username", "bench-worker")
         .expect("set username");
-    let server = ActorId::random();
-    let mut ids = Vec::new();
-    let mut docs = Vec::new();
-    for h in demo_households(HOUSEHOLDS) {
-        let id = HouseholdId::parse(&h.id).expect("demo IDs are UUIDs");
-        let bytes = model::new_household_doc(&h, server.clone(), now_ms())
-            .expect("household doc")
-            .save();
-        store.insert_household_doc(&bytes, id).expect("insert doc");
-        ids.push(id);
-        docs.push(bytes);
-    }
+    let (ids, docs) = doorstep_tests::insert_demo_households(&mut store, HOUSEHOLDS)
+        .into_iter()
+        .unzip();
     (store, ids, docs)
 }
 

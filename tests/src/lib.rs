@@ -369,3 +369,28 @@ pub fn jpeg_has_no_metadata(jpeg: &[u8]) -> bool {
             .iter()
             .all(|(m, _)| !((0xE1..=0xEF).contains(m) || *m == 0xFE))
 }
+
+/// Puts `n` demo households into a phone store, as a first sync would (their documents
+/// inserted directly, not queued for push); returns each household's ID and document
+/// bytes. For benchmarks.
+///
+/// Panics when a document cannot be made or stored.
+pub fn insert_demo_households(
+    store: &mut doorstep_core::store::Store,
+    n: usize,
+) -> Vec<(doorstep_core::model::HouseholdId, Vec<u8>)> {
+    use doorstep_core::model::{self, HouseholdId};
+    let server = automerge::ActorId::random();
+    doorstep_server::demo::demo_households(n)
+        .into_iter()
+        .map(|h| {
+            let id = HouseholdId::parse(&h.id).expect("demo IDs are UUIDs");
+            let bytes =
+                model::new_household_doc(&h, server.clone(), doorstep_core::store::now_ms())
+                    .expect("household doc")
+                    .save();
+            store.insert_household_doc(&bytes, id).expect("insert doc");
+            (id, bytes)
+        })
+        .collect()
+}
