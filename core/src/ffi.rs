@@ -199,6 +199,7 @@ fn invalid_zh(field: &str, reason: &str) -> String {
         "visit" if has("already voided") || has("was voided") => "这条走访已作废。",
         "visit" if has("already finished") => "这条走访已结束，不能再修改。",
         "visit" if has("finished, not voided") => "只有已结束且未作废的走访才能回访。",
+        "visit" if has("completed, not voided") => "整改须对应一条已完成且未作废的走访。",
         "visit" => "走访编号无效，请重新选择这条走访。",
         "outcome_reason" if has("at most") => "原因最多200个字。",
         "outcome_reason" => "走访未完成时须说明原因（无人在家、拒绝、已搬离）。",
@@ -232,6 +233,15 @@ fn invalid_zh(field: &str, reason: &str) -> String {
         "server_url" => "服务器地址无效，请检查后重新输入。",
         "pin" | "certificate" => "服务器密钥指纹格式不正确，请向镇综治办核对。",
         "blob" => "本机的一份照片或签名文件已损坏，请联系镇综治办。",
+        "task" if has("already") => "这项整改已提交或已办结。",
+        "task" => "没有找到这项整改任务，请同步后重试。",
+        "note" => "请填写整改说明（1至500个字）。",
+        "directive" => "本机没有这条指令，请同步后重试。",
+        "place" if has("already") => "这个村（单位）已签收或已确认推送。",
+        "place" => "这条指令没有发给这个村（单位）。",
+        "kind" => "请先签收，再确认推送。",
+        "size" => "抽查比例为1%至100%，或抽查户数至少1户，二者选一。",
+        "seed" => "随机种子须为整数。",
         _ => "输入的内容不符合要求，请检查后重试。",
     }
     .to_string()
@@ -697,6 +707,74 @@ pub struct FollowUpTarget {
     pub finished_at_ms: i64,
 }
 
+/// A follow-up sample drawn on the phone ([`DoorstepStore::draw_follow_up_sample`]).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct FollowUpSample {
+    /// The seed, decimal: the same seed draws the same sample again.
+    pub seed: String,
+    /// How many households were candidates.
+    pub candidates: u32,
+    /// The households drawn, in the order drawn.
+    pub drawn: Vec<FollowUpTarget>,
+}
+
+/// A rectification task (整改) for the field team.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct RectificationInfo {
+    /// Task ID.
+    pub id: String,
+    /// Household ID.
+    pub household: String,
+    /// The visit found wanting.
+    pub visit: String,
+    /// `review` (the office's review) or `follow_up` (a follow-up call).
+    pub source: String,
+    /// What is wrong, in the office's or supervisor's words.
+    pub reason: String,
+    /// When it was opened, milliseconds since the Unix epoch (UTC).
+    pub opened_at_ms: i64,
+    /// The account that answers for it.
+    pub assignee: String,
+    /// `open`, or `fixed` (waiting for the office).
+    pub state: String,
+    /// The visit named as the fix, once fixed.
+    pub fix_visit: Option<String>,
+}
+
+/// One village's or unit's marks on a directive.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct DirectivePlace {
+    /// Village or unit.
+    pub place: String,
+    /// When acknowledged (签收), milliseconds since the Unix epoch (UTC).
+    pub acknowledged_at_ms: Option<i64>,
+    /// When the push (推送) was confirmed, milliseconds since the Unix epoch (UTC).
+    pub pushed_at_ms: Option<i64>,
+}
+
+/// A directive, work bulletin or warning on a liaison's phone.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct DirectiveInfo {
+    /// Directive ID.
+    pub id: String,
+    /// `directive`, `bulletin` or `warning`.
+    pub category: String,
+    /// Its Chinese name: 指令, 工作通报, 预警.
+    pub category_label: String,
+    /// Title.
+    pub title: String,
+    /// Text.
+    pub body: String,
+    /// When published, milliseconds since the Unix epoch (UTC).
+    pub published_at_ms: i64,
+    /// Acknowledge by then (UTC ms).
+    pub ack_due_ms: i64,
+    /// Push on by then (UTC ms).
+    pub push_due_ms: i64,
+    /// Its villages and units with their marks.
+    pub places: Vec<DirectivePlace>,
+}
+
 /// A follow-up call's result.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct FollowUpResult {
@@ -1106,31 +1184,14 @@ impl DoorstepStore {
                     .values()
                     .map(|c| c.visit_id.as_str())
                     .collect();
-                for (vid, v) in &h.visits {
-                    let (Some(outcome), Some(finished)) = (&v.outcome, v.finished_at_ms) else {
-                        continue;
-                    };
-                    if v.voided.is_some() || checked.contains(&vid.as_str()) {
+                for vid in h.visits.keys() {
+                    if checked.contains(&vid.as_str()) {
                         continue;
                     }
-                    let phone = if h.phone.is_empty() {
-                        h.residents
-                            .values()
-                            .find(|p| p.name == h.head_name)
-                            .and_then(|p| p.phone.clone())
-                            .unwrap_or_default()
-                    } else {
-                        h.phone.clone()
+                    let Some(t) = target(&h, vid) else {
+                        continue;
                     };
-                    out.push(FollowUpTarget {
-                        household: h.id.clone(),
-                        visit: vid.clone(),
-                        door_number: h.door_number.clone(),
-                        head_name: h.head_name.clone(),
-                        phone,
-                        outcome: outcome.as_str().to_string(),
-                        finished_at_ms: finished,
-                    });
+                    out.push(t);
                     if out.len() as u32 >= limit {
                         break 'pages;
                     }
@@ -1160,6 +1221,171 @@ impl DoorstepStore {
                 remarks: result.remarks,
             },
         )?)
+    }
+}
+
+/// The follow-up target for visit `vid` of `h`: `None` unless it is finished and not
+/// voided. The number to call is the household's, or its head's.
+fn target(h: &model::Household, vid: &str) -> Option<FollowUpTarget> {
+    let v = h.visits.get(vid)?;
+    let (Some(outcome), Some(finished)) = (&v.outcome, v.finished_at_ms) else {
+        return None;
+    };
+    if v.voided.is_some() {
+        return None;
+    }
+    let phone = if h.phone.is_empty() {
+        h.residents
+            .values()
+            .find(|p| p.name == h.head_name)
+            .and_then(|p| p.phone.clone())
+            .unwrap_or_default()
+    } else {
+        h.phone.clone()
+    };
+    Some(FollowUpTarget {
+        household: h.id.clone(),
+        visit: vid.to_string(),
+        door_number: h.door_number.clone(),
+        head_name: h.head_name.clone(),
+        phone,
+        outcome: outcome.as_str().to_string(),
+        finished_at_ms: finished,
+    })
+}
+
+#[uniffi::export]
+impl DoorstepStore {
+    /// Draws a follow-up sample (督导抽查) among the households of `village` (and
+    /// `grid`) on this phone whose latest completed visit has no call yet: `percent`
+    /// (1-100) or `count` households, exactly one of the two; `seed` (decimal) draws a
+    /// sample drawn before again, none draws a fresh one.
+    ///
+    /// Errors: `Invalid` (field `size` or `seed`).
+    pub fn draw_follow_up_sample(
+        &self,
+        village: String,
+        grid: Option<String>,
+        percent: Option<u32>,
+        count: Option<u32>,
+        seed: Option<String>,
+    ) -> FfiResult<FollowUpSample> {
+        let size = match (percent, count) {
+            (Some(p), None) => crate::sampling::SampleSize::Percent(p),
+            (None, Some(c)) => crate::sampling::SampleSize::Count(c),
+            _ => return Err(invalid("size", "give a percentage or a count, not both")),
+        };
+        let seed = seed
+            .map(|s| s.trim().parse::<u64>())
+            .transpose()
+            .map_err(|_| invalid("seed", "a seed is a whole number"))?;
+        let store = self.lock();
+        let sample = store.draw_follow_up_sample(&village, grid.as_deref(), size, seed)?;
+        let mut drawn = Vec::with_capacity(sample.drawn.len());
+        for d in &sample.drawn {
+            let h = store.household(d.household)?;
+            drawn.extend(target(&h, &d.visit.to_string()));
+        }
+        Ok(FollowUpSample {
+            seed: sample.seed.to_string(),
+            candidates: sample.candidates as u32,
+            drawn,
+        })
+    }
+
+    /// The rectification tasks (整改) on this phone not yet closed: open ones first,
+    /// then those fixed and waiting for the office.
+    ///
+    /// Errors: `Storage`.
+    pub fn rectifications(&self) -> FfiResult<Vec<RectificationInfo>> {
+        Ok(self
+            .lock()
+            .rectifications()?
+            .into_iter()
+            .map(|t| RectificationInfo {
+                id: t.id,
+                household: t.household.to_string(),
+                visit: t.visit,
+                source: t.source,
+                reason: t.reason,
+                opened_at_ms: t.opened_at_ms,
+                assignee: t.assignee,
+                state: t.state,
+                fix_visit: t.fix_visit,
+            })
+            .collect())
+    }
+
+    /// Records the fix of rectification `task`: `visit` is the completed visit (new,
+    /// or the original, recorded on this phone) that puts it right; `note` says what
+    /// was done (1-500 characters). Sent at the next sync; the office reviews it again.
+    ///
+    /// Errors: `NotEnrolled`; `NotFound`; `Invalid` (field `task`, `visit` or `note`).
+    pub fn fix_rectification(
+        &self,
+        household: String,
+        task: String,
+        visit: String,
+        note: String,
+    ) -> FfiResult<()> {
+        Ok(self.lock().fix_rectification(
+            household_id(&household)?,
+            &task,
+            visit_id(&visit)?,
+            &note,
+        )?)
+    }
+
+    /// The directives on this phone, newest first.
+    ///
+    /// Errors: `Storage`.
+    pub fn directives(&self) -> FfiResult<Vec<DirectiveInfo>> {
+        Ok(self
+            .lock()
+            .directives()?
+            .into_iter()
+            .map(|d| DirectiveInfo {
+                category_label: d.category().map_or("通知", |c| c.label_zh()).to_string(),
+                places: d
+                    .places
+                    .iter()
+                    .map(|p| DirectivePlace {
+                        place: p.clone(),
+                        acknowledged_at_ms: d.acknowledgements.get(p).map(|m| m.at_ms),
+                        pushed_at_ms: d.pushes.get(p).map(|m| m.at_ms),
+                    })
+                    .collect(),
+                id: d.id,
+                category: d.category,
+                title: d.title,
+                body: d.body,
+                published_at_ms: d.published_at_ms,
+                ack_due_ms: d.ack_due_ms,
+                push_due_ms: d.push_due_ms,
+            })
+            .collect())
+    }
+
+    /// Acknowledges (签收) directive `id` for `place`, one of the liaison's villages or
+    /// units. Sent at the next sync.
+    ///
+    /// Errors: `NotEnrolled`; `Invalid` (field `directive` or `place`).
+    pub fn acknowledge_directive(&self, id: String, place: String) -> FfiResult<()> {
+        let id = uuid::Uuid::parse_str(&id).map_err(|_| invalid("directive", "not an ID"))?;
+        Ok(self
+            .lock()
+            .mark_directive(id, &place, crate::directive::MarkKind::Acknowledged)?)
+    }
+
+    /// Confirms directive `id` was pushed on (推送) to `place`'s group chats; it must be
+    /// acknowledged first. Sent at the next sync.
+    ///
+    /// Errors: `NotEnrolled`; `Invalid` (field `directive`, `place` or `kind`).
+    pub fn confirm_directive_push(&self, id: String, place: String) -> FfiResult<()> {
+        let id = uuid::Uuid::parse_str(&id).map_err(|_| invalid("directive", "not an ID"))?;
+        Ok(self
+            .lock()
+            .mark_directive(id, &place, crate::directive::MarkKind::Pushed)?)
     }
 }
 

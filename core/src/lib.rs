@@ -4,12 +4,14 @@
 //! (`media`), signed evidence (`evidence`) and the HTTP sync driver (`sync`).
 //! Dependencies point one way: model <- protocol <- store, media, evidence <- sync.
 
+pub mod directive;
 pub mod error;
 pub mod evidence;
 pub mod ffi;
 pub mod media;
 pub mod model;
 pub mod protocol;
+pub mod sampling;
 pub mod store;
 pub mod sync;
 

@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// Version of the household document layout written by this build.
-pub const HOUSEHOLD_SCHEMA: u64 = 3;
+pub const HOUSEHOLD_SCHEMA: u64 = 4;
 
 /// Version of the organisation document layout written by this build.
 pub const ORGANISATION_SCHEMA: u64 = 1;
@@ -384,6 +384,102 @@ pub struct Household {
     #[serde(default)]
     #[autosurgeon(missing = "BTreeMap::new")]
     pub follow_up_calls: BTreeMap<String, FollowUpCall>,
+    /// Rectification tasks (整改) keyed by their ID (a UUID); opened and closed by the
+    /// server on the office's or a supervisor's behalf. Absent before schema 4.
+    #[serde(default)]
+    #[autosurgeon(missing = "BTreeMap::new")]
+    pub rectifications: BTreeMap<String, Rectification>,
+    /// The field team's fix of each rectification, keyed by the rectification's ID;
+    /// written on the phone (`FixRectification`). Absent before schema 4.
+    #[serde(default)]
+    #[autosurgeon(missing = "BTreeMap::new")]
+    pub rectification_fixes: BTreeMap<String, RectificationFix>,
+}
+
+/// Where a rectification task came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RectificationSource {
+    /// The office's review marked the visit `has_issues`.
+    Review,
+    /// A follow-up call found the household denied the visit or did not understand it.
+    FollowUp,
+}
+
+impl RectificationSource {
+    /// `review` or `follow_up`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Review => "review",
+            Self::FollowUp => "follow_up",
+        }
+    }
+
+    /// Parses [`RectificationSource::as_str`]'s names.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Review, Self::FollowUp]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
+/// A rectification task (督促整改): an omission found in a visit, sent back to the
+/// worker who made it (DOMAIN.md, "Follow-up checks"). Written by the server only.
+#[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile, Serialize, Deserialize)]
+pub struct Rectification {
+    /// The visit found wanting ([`VisitId`]).
+    pub visit_id: String,
+    /// [`RectificationSource::as_str`].
+    pub source: String,
+    /// What is wrong, in the reviewer's or supervisor's words (at most 500 characters).
+    pub reason: String,
+    /// The office or supervisor account that opened it.
+    pub opened_by: String,
+    /// Server clock, milliseconds since the Unix epoch (UTC).
+    pub opened_at_ms: i64,
+    /// The account that answers for the fix: the visit's visitor.
+    pub assignee: String,
+    /// Set when the office accepted the fix (or withdrew the task).
+    pub closed: Option<RectificationClose>,
+}
+
+/// The office's closing of a rectification task.
+#[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile, Serialize, Deserialize)]
+pub struct RectificationClose {
+    /// The office account.
+    pub by: String,
+    /// Server clock, milliseconds since the Unix epoch (UTC).
+    pub at_ms: i64,
+    /// Why, e.g. "整改已通过审核".
+    pub note: String,
+}
+
+/// A field team's fix of a rectification task, recorded on the phone.
+#[derive(Debug, Clone, PartialEq, Eq, Hydrate, Reconcile, Serialize, Deserialize)]
+pub struct RectificationFix {
+    /// The visit that puts the omission right: a new visit, or the same one completed
+    /// further ([`VisitId`]).
+    pub visit_id: String,
+    /// The account that fixed it (the phone's).
+    pub by: String,
+    /// The phone that recorded the fix ([`DeviceId`]).
+    pub device_id: String,
+    /// Device clock, milliseconds since the Unix epoch (UTC).
+    pub at_ms: i64,
+    /// What was done, at most 500 characters.
+    pub note: String,
+}
+
+impl Rectification {
+    /// `open` (no fix yet), `fixed` (a fix waits for the office) or `closed`, given the
+    /// household's fix for it.
+    pub fn state(&self, fix: Option<&RectificationFix>) -> &'static str {
+        match (&self.closed, fix) {
+            (Some(_), _) => "closed",
+            (None, Some(_)) => "fixed",
+            (None, None) => "open",
+        }
+    }
 }
 
 /// Where the office's review of a visit stands.
@@ -467,6 +563,8 @@ impl Household {
             receipts: BTreeMap::new(),
             reviews: BTreeMap::new(),
             follow_up_calls: BTreeMap::new(),
+            rectifications: BTreeMap::new(),
+            rectification_fixes: BTreeMap::new(),
         }
     }
 
@@ -635,6 +733,9 @@ pub enum ModelError {
     /// map); the server adds them, so a sync brings them.
     #[error("this household's record is from an older layout; sync, then try again")]
     OldSchema,
+    /// The document is not a directive of this layout.
+    #[error("the document is not a directive")]
+    NotADirective,
     /// A template version with this number exists; versions are never overwritten.
     #[error("template {0} already has a version {1}; publish a higher version")]
     TemplateVersionExists(String, u32),
@@ -818,13 +919,21 @@ pub fn add_receipt(
     Ok(())
 }
 
-/// Brings a schema 1 household document to schema 2 by adding the empty `evidence`
-/// and `receipts` maps, in one change (server only, so the maps have one creator).
-/// Returns whether a change was made.
+/// Brings an older household document to [`HOUSEHOLD_SCHEMA`] by adding the maps it
+/// lacks (`evidence`, `receipts` from schema 2; `reviews`, `follow_up_calls` from 3;
+/// `rectifications`, `rectification_fixes` from 4), in one change (server only, so the
+/// maps have one creator). Returns whether a change was made.
 pub fn upgrade_household(doc: &mut Automerge, now_ms: i64) -> Result<bool, ModelError> {
     let mut tx = doc.transaction();
     let mut changed = false;
-    for key in ["evidence", "receipts", "reviews", "follow_up_calls"] {
+    for key in [
+        "evidence",
+        "receipts",
+        "reviews",
+        "follow_up_calls",
+        "rectifications",
+        "rectification_fixes",
+    ] {
         if tx.get(ROOT, key)?.is_none() {
             tx.put_object(ROOT, key, ObjType::Map)?;
             changed = true;
@@ -835,7 +944,7 @@ pub fn upgrade_household(doc: &mut Automerge, now_ms: i64) -> Result<bool, Model
         return Ok(false);
     }
     tx.put(ROOT, "schema", HOUSEHOLD_SCHEMA)?;
-    tx.commit_with(commit_at(now_ms, "upgrade household to schema 3"));
+    tx.commit_with(commit_at(now_ms, "upgrade household schema"));
     Ok(true)
 }
 
@@ -927,13 +1036,7 @@ pub fn set_review(
     review: &Review,
     now_ms: i64,
 ) -> Result<(), ModelError> {
-    let mut tx = doc.transaction();
-    let Some((automerge::Value::Object(ObjType::Map), map)) = tx.get(ROOT, "reviews")? else {
-        return Err(ModelError::OldSchema);
-    };
-    autosurgeon::reconcile_prop(&mut tx, &map, visit_id, review)?;
-    tx.commit_with(commit_at(now_ms, "review visit"));
-    Ok(())
+    put_entry(doc, "reviews", visit_id, review, now_ms, "review visit")
 }
 
 /// Adds a follow-up call (电话回访) under `call_id` to the household's
@@ -947,13 +1050,73 @@ pub fn add_follow_up_call(
     call: &FollowUpCall,
     now_ms: i64,
 ) -> Result<(), ModelError> {
+    put_entry(
+        doc,
+        "follow_up_calls",
+        call_id,
+        call,
+        now_ms,
+        "follow-up call",
+    )
+}
+
+/// Opens (or rewrites) the rectification task `id` in the household's `rectifications`
+/// map, in one change; the server's, on an office or supervisor's behalf.
+///
+/// Errors: [`ModelError::OldSchema`] when the household predates schema 4.
+pub fn put_rectification(
+    doc: &mut Automerge,
+    id: &str,
+    rectification: &Rectification,
+    now_ms: i64,
+) -> Result<(), ModelError> {
+    put_entry(
+        doc,
+        "rectifications",
+        id,
+        rectification,
+        now_ms,
+        "rectification",
+    )
+}
+
+/// Records the field team's fix of the rectification `id` in `rectification_fixes`,
+/// in one change (on the phone).
+///
+/// Errors: [`ModelError::OldSchema`] when the household predates schema 4.
+pub fn put_rectification_fix(
+    doc: &mut Automerge,
+    id: &str,
+    fix: &RectificationFix,
+    now_ms: i64,
+) -> Result<(), ModelError> {
+    put_entry(
+        doc,
+        "rectification_fixes",
+        id,
+        fix,
+        now_ms,
+        "rectification fix",
+    )
+}
+
+/// Puts `value` under `key` in the root map `map`, in one change with `message`.
+///
+/// Errors: [`ModelError::OldSchema`] when the document has no such map.
+pub(crate) fn put_entry<T: Reconcile>(
+    doc: &mut Automerge,
+    map: &str,
+    key: &str,
+    value: &T,
+    now_ms: i64,
+    message: &str,
+) -> Result<(), ModelError> {
     let mut tx = doc.transaction();
-    let Some((automerge::Value::Object(ObjType::Map), map)) = tx.get(ROOT, "follow_up_calls")?
-    else {
+    let Some((automerge::Value::Object(ObjType::Map), obj)) = tx.get(ROOT, map)? else {
         return Err(ModelError::OldSchema);
     };
-    autosurgeon::reconcile_prop(&mut tx, &map, call_id, call)?;
-    tx.commit_with(commit_at(now_ms, "follow-up call"));
+    autosurgeon::reconcile_prop(&mut tx, &obj, key, value)?;
+    tx.commit_with(commit_at(now_ms, message));
     Ok(())
 }
 
@@ -1008,7 +1171,7 @@ impl ProfileField {
     }
 }
 
-fn commit_at(now_ms: i64, message: &str) -> automerge::transaction::CommitOptions {
+pub(crate) fn commit_at(now_ms: i64, message: &str) -> automerge::transaction::CommitOptions {
     automerge::transaction::CommitOptions::default()
         .with_time(now_ms)
         .with_message(message.to_string())

@@ -30,6 +30,7 @@ use crate::model::{
 use crate::protocol::{DocUpdate, Effect, OutboxChange, SyncSession, UpdateKind};
 
 mod crypt;
+mod tasks;
 pub use crypt::STORE_KEY_BYTES;
 use crypt::{BlobSeal, StoreKeys};
 
@@ -65,6 +66,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("store/0002_index_and_refused.sql"),
     include_str!("store/0003_evidence.sql"),
     include_str!("store/0004_moves.sql"),
+    include_str!("store/0005_tasks.sql"),
 ];
 
 /// The schema version this build writes.
@@ -1140,26 +1142,6 @@ impl Store {
             .visits
             .get(&call.visit.to_string())
             .ok_or_else(|| model::ModelError::NoSuchVisit(call.visit.to_string()))?;
-        if v.outcome.is_none() || v.voided.is_some() {
-            return Err(invalid(
-                "visit",
-                "only a finished, not voided visit is checked",
-            ));
-        }
-        if call.called_at_ms < v.started_at_ms {
-            return Err(invalid("called_at_ms", "the call is before the visit"));
-        }
-        let answered = call.confirmed.is_some() && call.understood.is_some();
-        let blank = call.confirmed.is_none() && call.understood.is_none();
-        if (call.reached && !answered) || (!call.reached && !blank) {
-            return Err(invalid(
-                "reached",
-                "a reached household answers both questions; an unreached one neither",
-            ));
-        }
-        if call.remarks.chars().count() > 500 {
-            return Err(invalid("remarks", "at most 500 characters"));
-        }
         let id = Uuid::new_v4().to_string();
         let value = model::FollowUpCall {
             visit_id: call.visit.to_string(),
@@ -1170,6 +1152,7 @@ impl Store {
             understood: call.understood,
             remarks: call.remarks.trim().to_string(),
         };
+        check_follow_up_call(v, &value)?;
         self.edit(household, |doc| {
             model::add_follow_up_call(doc, &id, &value, now_ms())
         })?;
@@ -1541,7 +1524,7 @@ fn index_household(tx: &Transaction<'_>, id: Uuid, doc: &Automerge) -> Result<()
             h.visits.len() as i64,
         ],
     )?;
-    Ok(())
+    tasks::index_rectifications(tx, id, &h)
 }
 
 fn edit_in(
@@ -1550,8 +1533,19 @@ fn edit_in(
     household: HouseholdId,
     f: impl FnOnce(&mut Automerge) -> Result<(), model::ModelError>,
 ) -> Result<()> {
-    let mut doc = load_doc(tx, household.0, device)?
+    let doc = load_doc(tx, household.0, device)?
         .ok_or_else(|| Error::NoSuchHousehold(household.to_string()))?;
+    edit_doc_in(tx, household.0, doc, f)
+}
+
+/// Applies `f` to the document `id` (loaded as `doc`), queues the changes it made in
+/// the outbox and saves the document, in the caller's transaction.
+fn edit_doc_in(
+    tx: &Transaction<'_>,
+    id: Uuid,
+    mut doc: Automerge,
+    f: impl FnOnce(&mut Automerge) -> Result<(), model::ModelError>,
+) -> Result<()> {
     let before = doc.get_heads();
     f(&mut doc)?;
     let now = now_ms();
@@ -1561,13 +1555,13 @@ fn edit_in(
     for mut change in doc.get_changes(&before) {
         let hash = change.hash();
         stmt.execute(params![
-            &household.0.as_bytes()[..],
+            &id.as_bytes()[..],
             &hash.0[..],
             change.bytes().as_ref(),
             now
         ])?;
     }
-    save_doc(tx, household.0, &doc)
+    save_doc(tx, id, &doc)
 }
 
 /// Stores a blob queued for upload (sealed in an encrypted store); a blob already
@@ -1666,6 +1660,7 @@ fn remove_document(tx: &Transaction<'_>, device: &DeviceId, id: Uuid, now: i64) 
         }
         tx.execute("DELETE FROM documents WHERE doc_id = ?1", [key])?;
         tx.execute("DELETE FROM household_index WHERE doc_id = ?1", [key])?;
+        tx.execute("DELETE FROM rectification_index WHERE doc_id = ?1", [key])?;
         if let Some(h) = &household {
             for sha in household_blobs(h) {
                 if tx.execute(
@@ -1898,6 +1893,42 @@ const STATUSES: [&str; 6] = [
 
 /// Longest remarks of a visit, in characters.
 pub const MAX_REMARKS_CHARS: usize = 2000;
+
+/// Checks a follow-up call about visit `v` (the phone's and the server's rule): the
+/// visit is finished and not voided, the call is not before it, a reached household
+/// answers both questions and an unreached one neither, remarks are at most 500
+/// characters without control characters (line breaks allowed).
+///
+/// Errors: [`Error::Invalid`] naming the field (`visit`, `called_at_ms`, `reached`,
+/// `remarks`).
+pub fn check_follow_up_call(v: &Visit, call: &model::FollowUpCall) -> Result<()> {
+    if v.outcome.is_none() || v.voided.is_some() {
+        return Err(invalid(
+            "visit",
+            "only a finished, not voided visit is checked",
+        ));
+    }
+    if call.called_at_ms < v.started_at_ms {
+        return Err(invalid("called_at_ms", "the call is before the visit"));
+    }
+    let answered = call.confirmed.is_some() && call.understood.is_some();
+    let blank = call.confirmed.is_none() && call.understood.is_none();
+    if (call.reached && !answered) || (!call.reached && !blank) {
+        return Err(invalid(
+            "reached",
+            "a reached household answers both questions; an unreached one neither",
+        ));
+    }
+    if call.remarks.chars().count() > 500
+        || call.remarks.chars().any(|c| c.is_control() && c != '\n')
+    {
+        return Err(invalid(
+            "remarks",
+            "at most 500 characters, without control characters",
+        ));
+    }
+    Ok(())
+}
 
 /// Checks a visit before it is written: times between 2000-01-01 and 2100-01-01 UTC,
 /// the end not before the start and at most 24 hours after it; at most 32 target
@@ -2835,6 +2866,178 @@ mod tests {
                 .all(|c| c.problems.iter().any(|p| p.contains("signature image")))
         );
         s.set_setting("x", "y").unwrap();
+    }
+
+    /// A change the server makes to the phone's copy of `id`, arriving as a sync would
+    /// bring it.
+    fn from_server(s: &mut Store, id: Uuid, f: impl FnOnce(&mut Automerge)) {
+        let mut doc = s.load_doc(id).unwrap().unwrap().fork();
+        doc.set_actor(automerge::ActorId::random());
+        let before = doc.get_heads();
+        f(&mut doc);
+        let bytes: Vec<u8> = doc
+            .get_changes(&before)
+            .iter()
+            .flat_map(|c| c.raw_bytes().to_vec())
+            .collect();
+        s.apply_effects(&[Effect::Apply(DocUpdate {
+            doc: id,
+            kind: UpdateKind::Changes,
+            bytes: bytes.into(),
+        })])
+        .unwrap();
+    }
+
+    #[test]
+    fn a_rectification_is_fixed_by_a_completed_visit_of_this_phone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, h, head, _) = signing_store(dir.path());
+        s.set_setting("username", "w1").unwrap();
+        let v = start_now(&mut s, h);
+        s.attach_photo(h, v, &tiny_jpeg()).unwrap();
+        sign(&mut s, h, v, EvidenceKind::Pledge, head).unwrap();
+        s.finish_visit(h, v, completed()).unwrap();
+        let open = start_now(&mut s, h);
+        let task = Uuid::new_v4().to_string();
+        from_server(&mut s, h.0, |d| {
+            model::upgrade_household(d, 1).unwrap();
+            model::put_rectification(
+                d,
+                &task,
+                &model::Rectification {
+                    visit_id: v.to_string(),
+                    source: "review".into(),
+                    reason: "照片看不清".into(),
+                    opened_by: "office".into(),
+                    opened_at_ms: 5,
+                    assignee: "w1".into(),
+                    closed: None,
+                },
+                5,
+            )
+            .unwrap()
+        });
+        let tasks = s.rectifications().unwrap();
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(
+            (tasks[0].state.as_str(), tasks[0].reason.as_str()),
+            ("open", "照片看不清")
+        );
+        let field = |e: Error| match e {
+            Error::Invalid { field, .. } => field,
+            other => panic!("expected Invalid, got {other}"),
+        };
+        assert_eq!(
+            field(s.fix_rectification(h, "no-such", v, "补拍").unwrap_err()),
+            "task"
+        );
+        assert_eq!(
+            field(s.fix_rectification(h, &task, open, "补拍").unwrap_err()),
+            "visit"
+        );
+        assert_eq!(
+            field(s.fix_rectification(h, &task, v, " ").unwrap_err()),
+            "note"
+        );
+        let queued = s.outbox().unwrap().len();
+        s.fix_rectification(h, &task, v, "已补拍门牌照片").unwrap();
+        assert_eq!(
+            s.outbox().unwrap().len(),
+            queued + 1,
+            "the fix waits for the server"
+        );
+        let tasks = s.rectifications().unwrap();
+        assert_eq!(
+            (tasks[0].state.as_str(), tasks[0].fix_visit.clone()),
+            ("fixed", Some(v.to_string()))
+        );
+        assert_eq!(
+            field(s.fix_rectification(h, &task, v, "再补").unwrap_err()),
+            "task"
+        );
+        // Reopened from the store's file, the list is the same (it is an index).
+        drop(s);
+        let s = Store::open(dir.path().join("s.db")).unwrap();
+        assert_eq!(s.rectifications().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_directive_is_acknowledged_then_pushed_once_per_place() {
+        use crate::directive::{self, Directive, MarkKind};
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path().join("s.db")).unwrap();
+        s.set_setting("username", "l1").unwrap();
+        let id = Uuid::new_v4();
+        let d = Directive {
+            schema: 1,
+            kind: "directive".into(),
+            id: id.to_string(),
+            category: "warning".into(),
+            title: "预警".into(),
+            body: "请转发。".into(),
+            published_by: "office".into(),
+            published_at_ms: 1,
+            ack_due_ms: 2,
+            push_due_ms: 3,
+            places: vec!["东坡村".into(), "西河村".into()],
+            acknowledgements: Default::default(),
+            pushes: Default::default(),
+        };
+        let doc = directive::new_directive_doc(&d, automerge::ActorId::random(), 1).unwrap();
+        s.apply_effects(&[Effect::Apply(DocUpdate {
+            doc: id,
+            kind: UpdateKind::Snapshot,
+            bytes: doc.save().into(),
+        })])
+        .unwrap();
+        assert_eq!(s.directives().unwrap()[0].title, "预警");
+        let field = |e: Error| match e {
+            Error::Invalid { field, .. } => field,
+            other => panic!("expected Invalid, got {other}"),
+        };
+        assert_eq!(
+            field(
+                s.mark_directive(id, "东坡村", MarkKind::Pushed)
+                    .unwrap_err()
+            ),
+            "kind"
+        );
+        assert_eq!(
+            field(
+                s.mark_directive(id, "北山村", MarkKind::Acknowledged)
+                    .unwrap_err()
+            ),
+            "place"
+        );
+        assert_eq!(
+            field(
+                s.mark_directive(Uuid::new_v4(), "东坡村", MarkKind::Acknowledged)
+                    .unwrap_err()
+            ),
+            "directive"
+        );
+        s.mark_directive(id, "东坡村", MarkKind::Acknowledged)
+            .unwrap();
+        assert_eq!(
+            field(
+                s.mark_directive(id, "东坡村", MarkKind::Acknowledged)
+                    .unwrap_err()
+            ),
+            "place"
+        );
+        s.mark_directive(id, "东坡村", MarkKind::Pushed).unwrap();
+        let read = &s.directives().unwrap()[0];
+        assert_eq!(read.acknowledgements["东坡村"].by, "l1");
+        assert_eq!(
+            read.acknowledgements["东坡村"].device_id,
+            s.device_id().to_string()
+        );
+        assert!(read.pushes.contains_key("东坡村") && !read.pushes.contains_key("西河村"));
+        assert_eq!(
+            s.outbox().unwrap().len(),
+            2,
+            "both marks wait for the server"
+        );
     }
 
     fn removed(h: HouseholdId) -> Effect {

@@ -424,6 +424,24 @@ fun main() {
         expect(targets.none { it.outcome == "nobody_home" }) { "a voided visit is a target: $targets" }
         expectThrows<DoorstepException.Invalid> { supervisor.followUpTargets(0u) }
     }
+    Checks.check("the supervisor draws a sample on the phone: the same seed draws the same households; a bad size is Invalid") {
+        val row = supervisor.household(hid).row
+        val a = supervisor.drawFollowUpSample(row.village, null, 100u, null, "42")
+        val b = supervisor.drawFollowUpSample(row.village, row.grid, null, 50u, "42")
+        expect(a.seed == "42" && a.candidates >= 1u && a.drawn.any { it.visit == visit }) { "$a" }
+        expectEq(b.drawn.map { it.household }.sorted(), a.drawn.map { it.household }.sorted(), "same households")
+        val fresh = supervisor.drawFollowUpSample(row.village, null, null, 1u, null)
+        expect(fresh.drawn.size == 1 && fresh.seed.isNotEmpty()) { "$fresh" }
+        val bad = expectThrows<DoorstepException.Invalid> {
+            supervisor.drawFollowUpSample(row.village, null, 10u, 10u, null)
+        }
+        expectEq(bad.field, "size", "field")
+        expectError(bad, "invalid")
+        expect(supervisor.rectifications().isEmpty()) { "no rectification yet" }
+        expect(supervisor.directives().isEmpty()) { "no directive on a supervisor's phone" }
+        val noSuch = expectThrows<DoorstepException.Invalid> { supervisor.acknowledgeDirective(hid, "东坡村") }
+        expectEq(noSuch.field, "directive", "field")
+    }
     Checks.must("the supervisor records a follow-up call and syncs it") {
         val bad = expectThrows<DoorstepException.Invalid> {
             supervisor.recordFollowUpCall(hid, FollowUpResult(visit, now + 3_600_000, false, true, null, ""))
