@@ -276,6 +276,36 @@ pub enum Permission {
     ManageDevices,
     /// Read and export the audit log (`GET /v1/audit`).
     ReadAudit,
+    /// Use the office's web pages: the dashboard, the household list and pages (masked),
+    /// the review queue, rectifications and follow-up rounds (`/`, `/households...`,
+    /// `/review`, `/rectifications`, `/follow-up...`). A field team works on the phone.
+    ReadOfficePages,
+    /// Keep one of the values of a conflict in a household (`POST
+    /// /households/{id}/conflicts`); the others stay in the document's history.
+    ResolveConflict,
+    /// Draw a random sample of visited households for follow-up calls (`POST
+    /// /follow-up/rounds`): a supervisor within its scope.
+    DrawFollowUpSample,
+    /// Put right what a review or a follow-up call found (整改): record the fix of a
+    /// rectification task on the phone (push, path `rectification_fixes`).
+    FixRectification,
+    /// Publish a directive, work bulletin or warning to villages and units, and watch
+    /// who has acknowledged and pushed it on (`/directives`).
+    PublishDirective,
+    /// Receive the directives of one's villages and units and acknowledge (签收) them
+    /// and confirm the push (推送), from the phone (sync, directive documents) or the
+    /// web (`/directives/{id}/places/{place}/...`).
+    AcknowledgeDirective,
+    /// Import the responsible persons (责任人) and lecturers of villages and units
+    /// (`doorstep-server import-places`, `/places`).
+    ManagePlaces,
+    /// Enter a month's fraud cases and losses of a village or unit (`/bulletin/cases`).
+    EnterFraudCases,
+    /// Read the monthly bulletin (月度通报) page (`/bulletin`).
+    ReadBulletin,
+    /// Export the monthly bulletin as .xlsx and the visits as CSV; audited
+    /// (`/bulletin/{month}.xlsx`, `/export/visits.csv`).
+    ExportReports,
 }
 
 use Reach::{No as N, Scope as S, Town as T};
@@ -308,6 +338,16 @@ pub const PERMISSIONS: &[(Permission, [Reach; 7])] = &[
     (Permission::EnrolDevice, [T, T, T, T, T, N, N]),
     (Permission::ManageDevices, [N, N, N, N, N, T, T]),
     (Permission::ReadAudit, [N, N, N, N, N, N, T]),
+    (Permission::ReadOfficePages, [N, N, N, S, N, T, N]),
+    (Permission::ResolveConflict, [N, N, N, N, N, T, N]),
+    (Permission::DrawFollowUpSample, [N, N, N, S, N, T, N]),
+    (Permission::FixRectification, [S, S, S, N, N, N, N]),
+    (Permission::PublishDirective, [N, N, N, N, N, T, N]),
+    (Permission::AcknowledgeDirective, [N, N, N, N, S, N, N]),
+    (Permission::ManagePlaces, [N, N, N, N, N, T, N]),
+    (Permission::EnterFraudCases, [N, N, S, N, N, T, N]),
+    (Permission::ReadBulletin, [N, N, N, T, N, T, N]),
+    (Permission::ExportReports, [N, N, N, N, N, T, N]),
 ];
 
 /// The reach of `role` for `permission`, from [`PERMISSIONS`].
@@ -344,6 +384,17 @@ impl Principal {
         }
     }
 
+    /// Whether this account may do `permission` for the village or unit `place` (the
+    /// place-kept permissions: directives, fraud cases): a [`Reach::Scope`] permission
+    /// needs the place in the account's scope ([`Scope::covers_place`]).
+    pub fn may_place(&self, permission: Permission, place: &str) -> bool {
+        match reach(self.role, permission) {
+            Reach::No => false,
+            Reach::Scope => self.scope.covers_place(place),
+            Reach::Town => true,
+        }
+    }
+
     /// Whether this account may do `permission` anywhere at all (for list endpoints,
     /// which then filter by [`Principal::may`], and acts on accounts).
     pub fn may_at_all(&self, permission: Permission) -> bool {
@@ -362,6 +413,7 @@ pub fn permission_for_path(root_key: &str) -> Option<Permission> {
         "phone" | "head_name" | "address" => Some(Permission::WriteProfile),
         "reviews" => Some(Permission::WriteReview),
         "follow_up_calls" => Some(Permission::WriteFollowUpCall),
+        "rectification_fixes" => Some(Permission::FixRectification),
         _ => None,
     }
 }
@@ -442,7 +494,7 @@ mod tests {
         }
         assert_eq!(
             seen.len(),
-            17,
+            27,
             "a permission was added without a row, or the count here"
         );
         for r in Role::ALL {

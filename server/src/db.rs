@@ -31,8 +31,11 @@ use crate::auth::LookupKey;
 use crate::error::{Error, Result};
 
 pub mod accounts;
+pub mod bulletin;
 pub mod evidence;
 mod holdings;
+pub mod office;
+pub mod pages;
 pub mod people;
 
 const MIGRATIONS: &[&str] = &[
@@ -40,6 +43,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("db/0002_evidence.sql"),
     include_str!("db/0003_access.sql"),
     include_str!("db/0004_holdings.sql"),
+    include_str!("db/0005_office.sql"),
+    include_str!("db/0006_bulletin.sql"),
 ];
 
 /// `PRAGMA application_id` of a server database ("DSSV"), set by the first migration.
@@ -791,6 +796,9 @@ impl Push<'_> {
         let Some((bytes, kind, village, grid)) = row else {
             return refuse_all(self, resp, NOT_YOURS);
         };
+        if kind == "directive" {
+            return self.directive_doc(doc_id, &bytes, &parsed, resp);
+        }
         if kind != "household" {
             return refuse_all(
                 self,
@@ -811,15 +819,13 @@ impl Push<'_> {
         let mut protected = evidence::Protected::of(&doc);
         // Visits already completed before this push (some from before signed evidence):
         // the completeness rule applies to those this push completes.
-        let completed_before: HashSet<String> = model::read_household(&doc)
-            .map(|h| {
-                h.visits
-                    .into_iter()
-                    .filter(|(_, v)| v.outcome == Some(model::VisitOutcome::Completed))
-                    .map(|(id, _)| id)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let household_before = model::read_household(&doc).ok();
+        let completed_before: HashSet<String> = household_before
+            .iter()
+            .flat_map(|h| &h.visits)
+            .filter(|(_, v)| v.outcome == Some(model::VisitOutcome::Completed))
+            .map(|(id, _)| id.clone())
+            .collect();
         let mut accepted: Vec<Change> = Vec::new();
         let mut records = Vec::new();
         let mut refused_here: HashSet<ChangeHash> = HashSet::new();
@@ -973,6 +979,9 @@ impl Push<'_> {
             Ok(h) if !completed_visits_are_complete(&h, &completed_before) => {
                 Some("a visit completed in this push lacks a signed notice or pledge, or a photo")
             }
+            Ok(h) if !new_fixes_are_own(household_before.as_ref(), &h, self.device) => Some(
+                "a rectification fix names another person or phone, or no open task or completed visit",
+            ),
             Ok(_) => {
                 let loads = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     Automerge::load(&doc.save()).is_ok()
@@ -1017,6 +1026,11 @@ impl Push<'_> {
                 .collect();
             append_changes(tx, doc_id, &receipt_changes, None, self.now)?;
         }
+        // Follow-up calls that found the visit denied or not understood flag it and
+        // open a rectification task, in the server's name.
+        let mut doc = doc.with_actor(self.server.actor.clone());
+        let flags = office::after_household_push(&mut doc, household_before.as_ref(), self.now)?;
+        append_changes(tx, doc_id, &flags, None, self.now)?;
         tx.execute(
             "UPDATE documents SET bytes = ?2,
                  last_seq = (SELECT max(seq) FROM change_log WHERE doc_id = ?1), updated_at_ms = ?3
@@ -1111,58 +1125,86 @@ fn changed_root_keys(before: &Automerge, after: &Automerge) -> BTreeSet<String> 
     keys
 }
 
-/// The root keys under which the operations of `change` write, found through each
-/// target object's parents in `after` (the document with the change applied). The diff
-/// shows only what became visible; this also catches writes into objects that no
-/// longer show (overwritten, or losing a conflict), which are refused outright: no
-/// honest phone writes into an object it cannot see.
+/// The root keys under which the operations of `change` write (see [`op_paths`]).
 fn op_root_keys(
     after: &Automerge,
     change: &Change,
 ) -> std::result::Result<BTreeSet<String>, String> {
+    Ok(op_paths(after, change)?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect())
+}
+
+/// Where the operations of `change` write, as (root key, key under it): found through
+/// each target object's parents in `after` (the document with the change applied); the
+/// second element is `None` for a write of a root key itself. The diff shows only what
+/// became visible; this also catches writes into objects that no longer show
+/// (overwritten, or losing a conflict), which are refused outright: no honest phone
+/// writes into an object it cannot see.
+fn op_paths(
+    after: &Automerge,
+    change: &Change,
+) -> std::result::Result<BTreeSet<(String, Option<String>)>, String> {
     use automerge::legacy::{Key, ObjectId};
-    let mut keys = BTreeSet::new();
-    let mut seen: HashMap<String, String> = HashMap::new();
+    const FOREIGN: &str = "the change writes into an object the document does not hold";
+    let mut paths = BTreeSet::new();
+    let mut seen: HashMap<String, (String, Option<String>)> = HashMap::new();
     for op in change.decode().operations {
+        let op_key = match &op.key {
+            Key::Map(k) => Some(k.to_string()),
+            Key::Seq(_) => None,
+        };
         let id = match &op.obj {
             ObjectId::Root => {
-                match &op.key {
-                    Key::Map(k) => keys.insert(k.to_string()),
-                    Key::Seq(_) => return Err("the household's root is a map".into()),
+                let Some(k) = op_key else {
+                    return Err("the document's root is a map".into());
                 };
+                paths.insert((k, None));
                 continue;
             }
             ObjectId::Id(id) => format!("{}@{}", id.counter(), id.actor().to_hex_string()),
         };
-        if let Some(k) = seen.get(&id) {
-            keys.insert(k.clone());
+        if let Some((root, second)) = seen.get(&id) {
+            // A write directly into a root-level map names its key; deeper writes keep
+            // the key of the root-level map's entry they sit under.
+            let second = second.clone().or_else(|| op_key.clone());
+            paths.insert((root.clone(), second));
             continue;
         }
-        let obj = after.import_obj(&id).map_err(|_| {
-            "the change writes into an object the household does not hold".to_string()
-        })?;
+        let obj = after.import_obj(&id).map_err(|_| FOREIGN.to_string())?;
         let parents: Vec<automerge::Parent> = after
             .parents(&obj)
-            .map_err(|_| {
-                "the change writes into an object the household does not hold".to_string()
-            })?
+            .map_err(|_| FOREIGN.to_string())?
             .collect();
         if parents.iter().any(|p| !p.visible) {
             return Err(
-                "the change writes into an object that is no longer part of the household".into(),
+                "the change writes into an object that is no longer part of the document".into(),
             );
         }
+        let prop = |p: &automerge::Parent| match &p.prop {
+            automerge::Prop::Map(k) => Some(k.clone()),
+            automerge::Prop::Seq(i) => Some(i.to_string()),
+        };
         let Some(automerge::Parent {
             prop: automerge::Prop::Map(root_key),
             ..
         }) = parents.last()
         else {
-            return Err("the change writes into an object the household does not hold".into());
+            return Err(FOREIGN.into());
         };
-        seen.insert(id, root_key.clone());
-        keys.insert(root_key.clone());
+        // parents run from the object's own parent up to the root: the entry under the
+        // root-level map is the one before last, or the op's key when the object is
+        // the root-level map itself.
+        let under = if parents.len() >= 2 {
+            prop(&parents[parents.len() - 2])
+        } else {
+            None
+        };
+        seen.insert(id, (root_key.clone(), under.clone()));
+        paths.insert((root_key.clone(), under.or(op_key)));
     }
-    Ok(keys)
+    Ok(paths)
 }
 
 /// Checks that `principal` may write every path `change` touches in a household of
@@ -1268,6 +1310,29 @@ fn new_visits_are_own(
         }
     }
     Ok(())
+}
+
+/// Whether every rectification fix that `after` holds and `before` did not names the
+/// pushing device and its account, a task of the household that was open (not fixed,
+/// not closed) before, and a completed, not voided visit of the household.
+fn new_fixes_are_own(before: Option<&Household>, after: &Household, device: &Device) -> bool {
+    after.rectification_fixes.iter().all(|(id, fix)| {
+        let old = before.and_then(|b| b.rectification_fixes.get(id));
+        if old == Some(fix) {
+            return true;
+        }
+        let task_open = before.is_some_and(|b| {
+            b.rectifications.get(id).is_some_and(|r| r.closed.is_none())
+                && !b.rectification_fixes.contains_key(id)
+        });
+        let visit_done = after.visits.get(&fix.visit_id).is_some_and(|v| {
+            v.voided.is_none() && v.outcome == Some(model::VisitOutcome::Completed)
+        });
+        task_open
+            && visit_done
+            && fix.by == device.username
+            && fix.device_id == device.device_id.to_string()
+    })
 }
 
 /// Whether every visit completed now, and not before (`completed_before`), has at least
@@ -1534,11 +1599,11 @@ fn project_household(
             )?;
         }
     }
-    Ok(())
+    office::project_tasks(tx, key, &h)
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use automerge::transaction::Transactable;
     use doorstep_core::protocol::{DocChanges, DocUpdate, PullStart, UpdateKind};
@@ -2135,18 +2200,18 @@ mod tests {
     /// A phone as the server sees it: its documents, cursor, the highest numbered
     /// answer it applied, what it dropped and has not reported, and the documents it
     /// will not delete yet (something of its own is still waiting to be pushed).
-    struct Phone {
-        token: String,
-        device: Device,
-        cursor: u64,
-        delivered: u64,
-        dropped: Vec<Uuid>,
-        docs: HashMap<Uuid, Automerge>,
-        keep: HashSet<Uuid>,
+    pub(super) struct Phone {
+        pub(super) token: String,
+        pub(super) device: Device,
+        pub(super) cursor: u64,
+        pub(super) delivered: u64,
+        pub(super) dropped: Vec<Uuid>,
+        pub(super) docs: HashMap<Uuid, Automerge>,
+        pub(super) keep: HashSet<Uuid>,
     }
 
     impl Phone {
-        fn new(db: &ServerDb, user: &str) -> Self {
+        pub(super) fn new(db: &ServerDb, user: &str) -> Self {
             let token = db
                 .sign_in(user, "password-1", DeviceId::new(), None)
                 .unwrap();
@@ -2163,11 +2228,15 @@ mod tests {
         }
 
         /// The account's role or scope changed: the next request carries it.
-        fn reauthenticate(&mut self, db: &ServerDb) {
+        pub(super) fn reauthenticate(&mut self, db: &ServerDb) {
             self.device = db.authenticate(&self.token).unwrap();
         }
 
-        fn request(&self, push: Vec<DocChanges>, pull: Option<PullStart>) -> SyncRequest {
+        pub(super) fn request(
+            &self,
+            push: Vec<DocChanges>,
+            pull: Option<PullStart>,
+        ) -> SyncRequest {
             SyncRequest {
                 v: PROTOCOL_VERSION,
                 cursor: self.cursor,
@@ -2179,7 +2248,7 @@ mod tests {
             }
         }
 
-        fn apply(&mut self, resp: &SyncResponse) {
+        pub(super) fn apply(&mut self, resp: &SyncResponse) {
             self.dropped.clear();
             if let Some(d) = resp.delivery {
                 assert!(d > self.delivered, "answers are numbered upwards");
@@ -2206,14 +2275,14 @@ mod tests {
         }
 
         /// One request, its answer applied.
-        fn exchange(&mut self, db: &ServerDb, push: Vec<DocChanges>) -> SyncResponse {
+        pub(super) fn exchange(&mut self, db: &ServerDb, push: Vec<DocChanges>) -> SyncResponse {
             let resp = db.sync(&self.device, &self.request(push, None)).unwrap();
             self.apply(&resp);
             resp
         }
 
         /// A whole pull, page by page; returns every update received.
-        fn sync(&mut self, db: &ServerDb) -> Vec<DocUpdate> {
+        pub(super) fn sync(&mut self, db: &ServerDb) -> Vec<DocUpdate> {
             let since = self.cursor;
             let mut pull = None;
             let mut got = Vec::new();
@@ -2232,7 +2301,7 @@ mod tests {
         }
 
         /// A change to the phone field of its copy of `id`, made by this phone.
-        fn edit(&mut self, id: HouseholdId, phone: &str) -> DocChanges {
+        pub(super) fn edit(&mut self, id: HouseholdId, phone: &str) -> DocChanges {
             let actor = self.device.device_id.actor();
             let doc = self.docs.get_mut(&id.0).unwrap();
             let mut mine = doc.fork().with_actor(actor);
@@ -2247,7 +2316,7 @@ mod tests {
             }
         }
 
-        fn households(&self) -> BTreeSet<Uuid> {
+        pub(super) fn households(&self) -> BTreeSet<Uuid> {
             self.docs
                 .iter()
                 .filter(|(_, d)| model::document_kind(d).as_deref() == Some("household"))
@@ -2256,7 +2325,7 @@ mod tests {
         }
 
         /// Every document it holds has the server's heads.
-        fn assert_current(&self, db: &ServerDb) {
+        pub(super) fn assert_current(&self, db: &ServerDb) {
             let heads = db.document_heads().unwrap();
             for (id, doc) in &self.docs {
                 let mut h = doc.get_heads();

@@ -389,6 +389,30 @@ pub async fn run(dir: PathBuf, listen: SocketAddr, tls: Option<TlsSetup>) -> Res
         &Scope::default(),
         "(demo)",
     )?;
+    // The supervision team, the village's liaison and its community officer, to try the
+    // web pages (follow-up rounds, directives, fraud cases).
+    let village = Scope::villages(vec![DEMO_VILLAGE.into()]);
+    db.add_user(
+        "demo-supervisor",
+        DEMO_PASSWORD,
+        Role::Supervisor,
+        &village,
+        "(demo)",
+    )?;
+    db.add_user(
+        "demo-liaison",
+        DEMO_PASSWORD,
+        Role::Liaison,
+        &village,
+        "(demo)",
+    )?;
+    db.add_user(
+        "demo-police",
+        DEMO_PASSWORD,
+        Role::Police,
+        &village,
+        "(demo)",
+    )?;
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let pin = tls.as_ref().map(|t| t.pin.clone());
@@ -421,8 +445,9 @@ pub async fn run(dir: PathBuf, listen: SocketAddr, tls: Option<TlsSetup>) -> Res
         println!("phones pin the server's key as {pin}");
     }
     println!(
-        "accounts: demo-worker-1, demo-worker-2 (grid workers), demo-office, demo-admin; password {DEMO_PASSWORD}"
+        "accounts: demo-worker-1, demo-worker-2 (grid workers), demo-office, demo-admin, demo-supervisor, demo-liaison, demo-police; password {DEMO_PASSWORD}"
     );
+    println!("web pages: sign in at {scheme}://{addr}/login");
     println!(
         "doorstep-server demo serving on {scheme}://{addr} (data in {}); Ctrl-C stops it",
         dir.display()

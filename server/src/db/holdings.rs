@@ -24,7 +24,9 @@
 //!   at or below what it applied (one that arrived late), so nothing comes back.
 //!
 //! "In reach": the organisation document for every device; households in the account's
-//! scope when its role takes households to the field (`SyncHouseholds`).
+//! scope when its role takes households to the field (`SyncHouseholds`); directives to
+//! a village or unit of the scope when its role acknowledges them
+//! (`AcknowledgeDirective`).
 
 use std::collections::HashMap;
 
@@ -40,8 +42,9 @@ use crate::access::Permission;
 use crate::error::Result;
 
 /// SQL: the document `d` is in the reach of a device whose role takes households
-/// (`:households`) and whose account has the scope `:scope` (the JSON of
-/// [`crate::access::Scope`]).
+/// (`:households`) or directives (`:directives`) and whose account has the scope
+/// `:scope` (the JSON of [`crate::access::Scope`]). A directive is in reach when one of
+/// its places (`directive_places`) is a village or unit of the scope.
 macro_rules! in_reach {
     () => {
         "(d.kind = 'organisation'
@@ -50,7 +53,13 @@ macro_rules! in_reach {
                    OR d.village IN (SELECT value FROM json_each(:scope, '$.villages'))
                    OR (d.village, d.grid) IN
                       (SELECT json_extract(value, '$.village'), json_extract(value, '$.grid')
-                         FROM json_each(:scope, '$.grids')))))"
+                         FROM json_each(:scope, '$.grids'))))
+          OR (:directives AND d.kind = 'directive'
+              AND EXISTS (SELECT 1 FROM directive_places dp
+                           WHERE dp.doc_id = d.doc_id
+                             AND (json_extract(:scope, '$.town')
+                                  OR dp.place IN (SELECT value FROM json_each(:scope, '$.villages'))
+                                  OR dp.place IN (SELECT value FROM json_each(:scope, '$.units'))))))"
     };
 }
 
@@ -131,14 +140,18 @@ pub const REMOVAL_GRACE_MS: i64 = 72 * 3600 * 1000;
 
 /// What a device's holdings were last compared with: the count of placement changes
 /// (kept by a trigger on `documents`), whether the role takes households, the scope.
-fn basis(tx: &Transaction<'_>, households: bool, scope: &str) -> Result<String> {
+fn basis(tx: &Transaction<'_>, households: bool, directives: bool, scope: &str) -> Result<String> {
     let placements: String = tx
         .query_row("SELECT value FROM meta WHERE key = 'placements'", [], |r| {
             r.get(0)
         })
         .optional()?
         .unwrap_or_default();
-    Ok(format!("{placements}|{}|{scope}", u8::from(households)))
+    Ok(format!(
+        "{placements}|{}{}|{scope}",
+        u8::from(households),
+        if directives { "d" } else { "" }
+    ))
 }
 
 /// One page being filled: the documents, the byte budget, and the answer's number once
@@ -234,6 +247,9 @@ pub(super) fn pull_page(
         _ => (cursor, -1),
     };
     let households = device.principal().may_at_all(Permission::SyncHouseholds);
+    let directives = device
+        .principal()
+        .may_at_all(Permission::AcknowledgeDirective);
     let scope = device.scope.to_json();
     let id = device.device_id.to_string();
     let mut page = Page {
@@ -247,7 +263,7 @@ pub(super) fn pull_page(
     };
 
     // 1. The holdings against the reach, when the basis changed.
-    let basis = basis(tx, households, &scope)?;
+    let basis = basis(tx, households, directives, &scope)?;
     let stored: Option<String> = tx
         .query_row(
             "SELECT holdings_basis FROM devices WHERE device_id = ?1",
@@ -268,7 +284,10 @@ pub(super) fn pull_page(
                 in_reach!(),
                 ")"
             ),
-            named_params! {":device": id, ":households": households, ":scope": scope, ":now": now_ms()},
+            named_params! {
+                ":device": id, ":households": households, ":directives": directives,
+                ":scope": scope, ":now": now_ms(),
+            },
         )?;
         // Back in reach before the phone dropped it: uncertain, so sent whole again below
         // (the phone merges it with what it kept, or takes it anew).
@@ -282,9 +301,12 @@ pub(super) fn pull_page(
                 in_reach!(),
                 ")"
             ),
-            named_params! {":device": id, ":households": households, ":scope": scope},
+            named_params! {
+                ":device": id, ":households": households, ":directives": directives,
+                ":scope": scope,
+            },
         )?;
-        complete = send_moved_in(&mut page, households, &scope, cursor)?;
+        complete = send_moved_in(&mut page, households, directives, &scope, cursor)?;
         if complete {
             tx.execute(
                 "UPDATE devices SET holdings_basis = ?2 WHERE device_id = ?1",
@@ -334,6 +356,7 @@ pub(super) fn pull_page(
         let mut rows = stmt.query(named_params! {
             ":cursor": cursor,
             ":households": households,
+            ":directives": directives,
             ":scope": scope,
             ":rows": PAGE_ROWS,
         })?;
@@ -411,6 +434,7 @@ pub(super) fn pull_page(
 fn send_moved_in(
     page: &mut Page<'_, '_>,
     households: bool,
+    directives: bool,
     scope: &str,
     cursor: i64,
 ) -> Result<bool> {
@@ -430,6 +454,7 @@ fn send_moved_in(
                 ":cursor": cursor,
                 ":device": page.device,
                 ":households": households,
+                ":directives": directives,
                 ":scope": scope,
             },
             |r| r.get(0),

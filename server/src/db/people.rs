@@ -506,7 +506,9 @@ impl ServerDb {
 
     /// Writes the office's review of a visit into the household document (by the
     /// server's actor, on `p`'s behalf), projects it, and audits it. Phones receive it
-    /// on their next sync.
+    /// on their next sync. `has_issues` also opens a rectification task for the visit's
+    /// visitor (it reaches their phone at its next sync); `approved` closes the visit's
+    /// open tasks and those it fixed ([`super::office::review_effects`]).
     ///
     /// Errors: [`Error::Forbidden`] for a role without `WriteReview`;
     /// [`Error::NotFound`] for an unknown household or visit; [`Error::BadRequest`] for
@@ -552,6 +554,8 @@ impl ServerDb {
             now,
         )
         .map_err(|e| Error::Internal(e.to_string()))?;
+        let task =
+            super::office::review_effects(&mut doc, &h, visit, state, reason, &p.username, now)?;
         store_server_changes(&tx, id.0, &doc, &before, now)?;
         project_household(&tx, &self.lookup, id.0, &mut doc, now)?;
         audit::append(
@@ -562,7 +566,7 @@ impl ServerDb {
             None,
             "review",
             &id.to_string(),
-            json!({"visit": visit, "state": state, "reason": reason}),
+            json!({"visit": visit, "state": state, "reason": reason, "rectification": task}),
         )?;
         tx.commit()?;
         Ok(())
