@@ -248,15 +248,7 @@ async fn sign_in(
 ) -> Result<Response> {
     let b: SignInBody = json_body(body, "{\"username\", \"password\"}")?;
     let addr = client_addr(peer, &headers, state.behind_proxy);
-    state.throttle.check(Some(&b.username), addr)?;
-    let _permit = state.password_check().await?;
-    let db = state.db.clone();
-    let (token, p) = blocking(move || db.sign_in_web(&b.username, &b.password)).await?;
-    let cookie = format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
-        crate::db::accounts::SESSION_TTL_MS / 1000,
-        if state.secure_cookies { "; Secure" } else { "" }
-    );
+    let (token, p, cookie) = start_web_session(&state, addr, b.username, b.password).await?;
     Ok((
         [(header::SET_COOKIE, cookie)],
         Json(json!({
@@ -269,6 +261,36 @@ async fn sign_in(
         .into_response())
 }
 
+/// Signs an account in for a web session, as `POST /v1/session` and the `/login` page
+/// both do: the throttle first (by account and client address `addr`), then a free
+/// password check, then [`ServerDb::sign_in_web`](crate::db::ServerDb::sign_in_web).
+/// Returns the session token, the account, and the `Set-Cookie` value of cookie
+/// [`SESSION_COOKIE`] (`HttpOnly; SameSite=Strict`, `Secure` behind TLS).
+///
+/// Errors: [`Error::Throttled`], [`Error::Busy`], [`Error::Unauthorized`] for a wrong
+/// name or password or a disabled account.
+pub(crate) async fn start_web_session(
+    state: &AppState,
+    addr: IpAddr,
+    username: String,
+    password: String,
+) -> Result<(String, Principal, String)> {
+    state.throttle.check(Some(&username), addr)?;
+    let _permit = state.password_check().await?;
+    let db = state.db.clone();
+    let (token, p) = blocking(move || db.sign_in_web(&username, &password)).await?;
+    let cookie = format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        crate::db::accounts::SESSION_TTL_MS / 1000,
+        if state.secure_cookies { "; Secure" } else { "" }
+    );
+    Ok((token, p, cookie))
+}
+
+/// The `Set-Cookie` value that clears cookie [`SESSION_COOKIE`].
+pub(crate) const CLEAR_SESSION_COOKIE: &str =
+    "doorstep_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0";
+
 async fn sign_out(State(state): State<AppState>, caller: Caller) -> Result<Response> {
     let Some(id) = caller.session else {
         return Err(Error::BadRequest(
@@ -279,10 +301,7 @@ async fn sign_out(State(state): State<AppState>, caller: Caller) -> Result<Respo
     let by = caller.principal.username.clone();
     blocking(move || db.revoke_session(id, &by)).await?;
     Ok((
-        [(
-            header::SET_COOKIE,
-            format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
-        )],
+        [(header::SET_COOKIE, CLEAR_SESSION_COOKIE)],
         StatusCode::NO_CONTENT,
     )
         .into_response())

@@ -181,6 +181,7 @@ pub fn app_with(db: Arc<ServerDb>, options: &ServeOptions) -> Router {
             put(put_blob).layer(DefaultBodyLimit::max(BLOB_BODY_LIMIT)),
         )
         .merge(crate::api::routes().layer(DefaultBodyLimit::max(crate::api::API_BODY_LIMIT)))
+        .merge(crate::web::routes().layer(DefaultBodyLimit::max(crate::api::API_BODY_LIMIT)))
         .layer(
             // One line per request at `info`: method, route, status and time; paths
             // hold only blob hashes, never personal data.
