@@ -84,6 +84,18 @@ enum Command {
         /// The roster file.
         file: PathBuf,
     },
+    /// Import the responsible persons of villages and units (.xlsx: first responsible
+    /// person, responsible person, liaison, lecturers, population), and list each
+    /// village and unit short of lecturers (one per 1,000 people, at least one).
+    ImportPlaces {
+        #[command(flatten)]
+        data: DataArg,
+        /// Print one JSON object instead of a report.
+        #[arg(long)]
+        json: bool,
+        /// The responsible-persons workbook.
+        file: PathBuf,
+    },
     /// Manage accounts, phones and enrolment codes.
     User {
         #[command(subcommand)]
@@ -214,6 +226,76 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| e.to_string())
 }
 
+/// `import-places`: reads the workbook, stores its good rows as the office (the
+/// command line acts for the town office), and reports the rows refused and the places
+/// short of lecturers.
+fn import_places(data: &DataArg, json: bool, file: &std::path::Path) -> Result<ExitCode, String> {
+    use doorstep_server::access::{Principal, Role, Scope};
+    let import = doorstep_server::places::read_places(file).map_err(|e| e.to_string())?;
+    let db = ServerDb::open(&data.data).map_err(|e| e.to_string())?;
+    let office = Principal {
+        user_id: 0,
+        username: accounts_cmd::actor(),
+        role: Role::Office,
+        scope: Scope::town(),
+    };
+    let outcome = db
+        .import_places(&office, &import.places)
+        .map_err(|e| e.to_string())?;
+    let short: Vec<serde_json::Value> = import
+        .short_of_lecturers()
+        .map(|p| {
+            serde_json::json!({
+                "name": p.name,
+                "population": p.population,
+                "lecturers_required": p.lecturers_required(),
+                "lecturers_named": p.lecturers_named(),
+            })
+        })
+        .collect();
+    if json {
+        let out = serde_json::json!({
+            "places": import.places.len(),
+            "villages": import.places.iter().filter(|p| p.kind == doorstep_server::places::PlaceKind::Village).count(),
+            "created": outcome.created,
+            "updated": outcome.updated,
+            "row_errors": import.row_errors,
+            "short_of_lecturers": short,
+        });
+        println!("{out}");
+    } else {
+        let villages = import
+            .places
+            .iter()
+            .filter(|p| p.kind == doorstep_server::places::PlaceKind::Village)
+            .count();
+        println!(
+            "{}: {} villages and units ({} villages, {} units; {} new, {} updated), {} rows not imported, {} short of lecturers",
+            file.display(),
+            import.places.len(),
+            villages,
+            import.places.len() - villages,
+            outcome.created,
+            outcome.updated,
+            import.row_errors.len(),
+            short.len()
+        );
+        for e in &import.row_errors {
+            println!("  line {}: {} — {}", e.line, e.name, e.reason);
+        }
+        for p in import.short_of_lecturers() {
+            println!(
+                "  short of lecturers: {} — population {}, needs {}, names {}",
+                p.name,
+                p.population,
+                p.lecturers_required(),
+                p.lecturers_named()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         Command::Serve {
@@ -304,6 +386,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::ImportPlaces { data, json, file } => import_places(&data, json, &file),
         Command::User { command } => accounts_cmd::user(command),
         Command::Audit { command } => accounts_cmd::audit(command),
         Command::Verify { data, household } => {

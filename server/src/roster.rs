@@ -54,7 +54,7 @@ use uuid::Uuid;
 pub const ROSTER_NAMESPACE: Uuid = Uuid::from_u128(0x56aa_7b0b_4bc7_4b6a_8b5b_3378_7bc0_74ab);
 
 /// How many rows from the top are searched for the header row.
-const HEADER_SEARCH_ROWS: usize = 30;
+pub(crate) const HEADER_SEARCH_ROWS: usize = 30;
 
 /// The result of reading one roster file.
 #[derive(Debug, Clone, PartialEq)]
@@ -250,7 +250,7 @@ pub fn read_roster_bytes(bytes: &[u8], kind: RosterKind) -> Result<Roster, Roste
 
 /// One cell as read from either format.
 #[derive(Debug, Clone, PartialEq)]
-enum Cell {
+pub(crate) enum Cell {
     Empty,
     Text(String),
     Number(f64),
@@ -261,7 +261,8 @@ enum Cell {
 static EMPTY_CELL: Cell = Cell::Empty;
 
 impl Cell {
-    fn is_blank(&self) -> bool {
+    /// Empty, or text of whitespace only.
+    pub(crate) fn is_blank(&self) -> bool {
         match self {
             Cell::Empty => true,
             Cell::Text(s) => s.trim().is_empty(),
@@ -270,7 +271,7 @@ impl Cell {
     }
 
     /// The cell as text: numbers without a spurious `.0`, dates as ISO dates.
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         match self {
             Cell::Empty => String::new(),
             Cell::Text(s) => s.clone(),
@@ -282,11 +283,13 @@ impl Cell {
     }
 }
 
+/// One row of a sheet or CSV file.
 #[derive(Debug)]
-struct RawRow {
+pub(crate) struct RawRow {
     /// Row number as the user sees it (Excel row or CSV line, 1-based).
-    line: u64,
-    cells: Vec<Cell>,
+    pub(crate) line: u64,
+    /// Its cells, from the first column of the sheet's used range.
+    pub(crate) cells: Vec<Cell>,
 }
 
 fn number_text(f: f64) -> String {
@@ -305,38 +308,55 @@ fn is_blank_text(text: &str) -> bool {
 /// The rows of the workbook's first sheet (in workbook order) that has a header row,
 /// and that header.
 fn xlsx_roster_sheet(bytes: &[u8]) -> Result<(Vec<RawRow>, Header), RosterError> {
+    xlsx_sheet_with(bytes, find_header)
+}
+
+/// The rows of a workbook's first sheet (in workbook order) in which `find` finds a
+/// header, and what `find` returned: the roster's reader, shared with the other
+/// workbook imports (`places`).
+///
+/// Errors: [`RosterError::Empty`], [`RosterError::NotAWorkbook`],
+/// [`RosterError::NoSheet`], [`RosterError::Spreadsheet`], and
+/// [`RosterError::NoHeader`] when no sheet has a header (its message names the
+/// roster's columns: a caller reading another table names its own).
+pub(crate) fn xlsx_sheet_with<H>(
+    bytes: &[u8],
+    find: impl Fn(&[RawRow]) -> Option<H>,
+) -> Result<(Vec<RawRow>, H), RosterError> {
     // calamine parses untrusted archives and XML; should it ever panic on a malformed
     // file, the import reports a damaged workbook instead of taking the server down.
-    let read = std::panic::catch_unwind(|| -> Result<(Vec<RawRow>, Header), RosterError> {
-        let mut workbook: Xlsx<_> = match Xlsx::new(Cursor::new(bytes)) {
-            Ok(workbook) => workbook,
-            // Not a zip archive at all: an empty file is worth saying so.
-            Err(_) if decode_text(bytes).is_ok_and(|text| is_blank_text(&text)) => {
-                return Err(RosterError::Empty);
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+        || -> Result<(Vec<RawRow>, H), RosterError> {
+            let mut workbook: Xlsx<_> = match Xlsx::new(Cursor::new(bytes)) {
+                Ok(workbook) => workbook,
+                // Not a zip archive at all: an empty file is worth saying so.
+                Err(_) if decode_text(bytes).is_ok_and(|text| is_blank_text(&text)) => {
+                    return Err(RosterError::Empty);
+                }
+                Err(e) => return Err(RosterError::NotAWorkbook(e.to_string())),
+            };
+            let names = workbook.sheet_names();
+            if names.is_empty() {
+                return Err(RosterError::NoSheet);
             }
-            Err(e) => return Err(RosterError::NotAWorkbook(e.to_string())),
-        };
-        let names = workbook.sheet_names();
-        if names.is_empty() {
-            return Err(RosterError::NoSheet);
-        }
-        let mut rows_searched = 0;
-        for name in &names {
-            let range = workbook
-                .worksheet_range(name)
-                .map_err(|e| RosterError::Spreadsheet(format!("sheet \"{name}\": {e}")))?;
-            let rows = range_rows(&range);
-            if let Some(header) = find_header(&rows) {
-                tracing::debug!(sheet = %name, "roster sheet found");
-                return Ok((rows, header));
+            let mut rows_searched = 0;
+            for name in &names {
+                let range = workbook
+                    .worksheet_range(name)
+                    .map_err(|e| RosterError::Spreadsheet(format!("sheet \"{name}\": {e}")))?;
+                let rows = range_rows(&range);
+                if let Some(header) = find(&rows) {
+                    tracing::debug!(sheet = %name, "sheet with a header found");
+                    return Ok((rows, header));
+                }
+                rows_searched = rows_searched.max(header_rows_searched(&rows));
             }
-            rows_searched = rows_searched.max(header_rows_searched(&rows));
-        }
-        Err(RosterError::NoHeader {
-            rows_searched,
-            sheets: names,
-        })
-    });
+            Err(RosterError::NoHeader {
+                rows_searched,
+                sheets: names,
+            })
+        },
+    ));
     match read {
         Ok(result) => result,
         Err(_) => Err(RosterError::Spreadsheet(
@@ -876,7 +896,7 @@ impl Importer {
             birth_date,
             id_number,
             phone,
-            target_groups: split_target_groups(&cols.text(cells, Col::TargetGroups)),
+            target_groups: split_list(&cols.text(cells, Col::TargetGroups)),
         })
     }
 
@@ -960,7 +980,7 @@ impl Importer {
 
 /// Maps full-width ASCII forms (U+FF01..U+FF5E, e.g. `１`, `－`, `ｘ`) to ASCII and
 /// the ideographic space U+3000 to a space.
-fn to_halfwidth(s: &str) -> String {
+pub(crate) fn to_halfwidth(s: &str) -> String {
     s.chars()
         .map(|c| match c {
             '\u{3000}' => ' ',
@@ -971,7 +991,7 @@ fn to_halfwidth(s: &str) -> String {
 }
 
 /// Removes all whitespace (U+3000 included) and zero-width characters.
-fn remove_whitespace(s: &str) -> String {
+pub(crate) fn remove_whitespace(s: &str) -> String {
     s.chars()
         .filter(|c| !c.is_whitespace() && !matches!(c, '\u{200B}'..='\u{200D}' | '\u{FEFF}'))
         .collect()
@@ -1175,9 +1195,9 @@ fn parse_date(cell: &Cell) -> Result<Option<String>, ()> {
     parsed.map(Some).ok_or(())
 }
 
-/// Splits a 重点人群 cell on 、，, ; ； / and whitespace, dropping empty and repeated
-/// entries.
-fn split_target_groups(raw: &str) -> Vec<String> {
+/// Splits a list cell (重点人群, 宣讲员) on 、，, ; ； / and whitespace, dropping empty
+/// and repeated entries.
+pub(crate) fn split_list(raw: &str) -> Vec<String> {
     let mut groups: Vec<String> = Vec::new();
     for part in raw.split(|c: char| {
         c.is_whitespace() || matches!(c, '、' | '，' | ',' | ';' | '；' | '/' | '／')
@@ -1556,7 +1576,7 @@ mod tests {
     #[test]
     fn target_groups_are_split() {
         assert_eq!(
-            split_target_groups("老年人、企业职工，在校学生,会计; 陪读妈妈/老年人  待业妇女"),
+            split_list("老年人、企业职工，在校学生,会计; 陪读妈妈/老年人  待业妇女"),
             [
                 "老年人",
                 "企业职工",
@@ -1566,7 +1586,7 @@ mod tests {
                 "待业妇女"
             ]
         );
-        assert!(split_target_groups(" ").is_empty());
+        assert!(split_list(" ").is_empty());
     }
 
     #[test]
