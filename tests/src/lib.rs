@@ -1,7 +1,9 @@
 //! Shared pieces of Doorstep's end-to-end tests: finding the fixtures, starting the real
 //! server binary on a free loopback port, checking stored photos, and (`kotlin`) the
-//! generated bindings compiled and run on the JVM.
+//! generated bindings compiled and run on the JVM; (`browser`) headless Chromium for the
+//! office's web pages.
 
+pub mod browser;
 pub mod kotlin;
 
 use std::io::{BufRead, BufReader};
