@@ -13,8 +13,8 @@
 //!
 //! A liaison writes only the entries of its own places, and each at most once (the
 //! server's push check); the entries are keyed by place so that two places never
-//! collide, and a second mark of the same place (two phones of one liaison) shows as
-//! an Automerge conflict, both kept.
+//! collide. A second mark of a place already marked (on the web, or on another phone)
+//! is refused by the server and kept in the phone's refused list; the first stands.
 
 use std::collections::BTreeMap;
 

@@ -980,7 +980,10 @@ impl Push<'_> {
                 Some("a visit completed in this push lacks a signed notice or pledge, or a photo")
             }
             Ok(h) if !new_fixes_are_own(household_before.as_ref(), &h, self.device) => Some(
-                "a rectification fix names another person or phone, or no open task or completed visit",
+                "a rectification fix names another person or phone, no task of the household, or no completed visit of this account",
+            ),
+            Ok(h) if !new_calls_are_own(household_before.as_ref(), &h, self.device) => Some(
+                "a follow-up call names another person, breaks the call's rules, or changes a call already made",
             ),
             Ok(_) => {
                 let loads = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -1312,26 +1315,49 @@ fn new_visits_are_own(
     Ok(())
 }
 
-/// Whether every rectification fix that `after` holds and `before` did not names the
-/// pushing device and its account, a task of the household that was open (not fixed,
-/// not closed) before, and a completed, not voided visit of the household.
+/// Whether every rectification fix that `after` holds and `before` did not (or held
+/// otherwise) names the pushing device and its account, a task the household held
+/// before, a completed, not voided visit recorded by the same account (on this phone
+/// or an earlier one of the same person), and a note of 1 to
+/// 500 characters. A fix for a task the office closed meanwhile is taken all the same:
+/// it is real work, done offline.
 fn new_fixes_are_own(before: Option<&Household>, after: &Household, device: &Device) -> bool {
+    let phone = device.device_id.to_string();
     after.rectification_fixes.iter().all(|(id, fix)| {
-        let old = before.and_then(|b| b.rectification_fixes.get(id));
-        if old == Some(fix) {
+        if before.and_then(|b| b.rectification_fixes.get(id)) == Some(fix) {
             return true;
         }
-        let task_open = before.is_some_and(|b| {
-            b.rectifications.get(id).is_some_and(|r| r.closed.is_none())
-                && !b.rectification_fixes.contains_key(id)
-        });
+        let task_known = before.is_some_and(|b| b.rectifications.contains_key(id));
         let visit_done = after.visits.get(&fix.visit_id).is_some_and(|v| {
-            v.voided.is_none() && v.outcome == Some(model::VisitOutcome::Completed)
+            v.voided.is_none()
+                && v.outcome == Some(model::VisitOutcome::Completed)
+                && v.visitor == device.username
         });
-        task_open
+        let note = fix.note.trim().chars().count();
+        task_known
             && visit_done
+            && (1..=500).contains(&note)
             && fix.by == device.username
-            && fix.device_id == device.device_id.to_string()
+            && fix.device_id == phone
+    })
+}
+
+/// Whether every follow-up call that `after` holds and `before` did not is keyed by a
+/// UUID, names the pushing account, and keeps the phone's own rule
+/// ([`doorstep_core::store::check_follow_up_call`]); a call already held is never
+/// changed (written once).
+fn new_calls_are_own(before: Option<&Household>, after: &Household, device: &Device) -> bool {
+    after.follow_up_calls.iter().all(|(id, call)| {
+        match before.and_then(|b| b.follow_up_calls.get(id)) {
+            Some(old) => old == call,
+            None => {
+                Uuid::parse_str(id).is_ok()
+                    && call.by == device.username
+                    && after.visits.get(&call.visit_id).is_some_and(|v| {
+                        doorstep_core::store::check_follow_up_call(v, call).is_ok()
+                    })
+            }
+        }
     })
 }
 

@@ -256,8 +256,10 @@ impl Store {
         };
         let ids: Vec<Vec<u8>> = {
             let mut stmt = self.conn.prepare(
+                // Every household with a visit: the latest *completed* visit counts, as on
+                // the server, even when a later visit found nobody home.
                 "SELECT doc_id FROM household_index
-                  WHERE village = ?1 AND (?2 IS NULL OR grid = ?2) AND status = 'completed'",
+                  WHERE village = ?1 AND (?2 IS NULL OR grid = ?2) AND visits > 0",
             )?;
             stmt.query_map(params![village, grid], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?

@@ -2,18 +2,21 @@
 -- rectifications are projected from the household documents; follow-up rounds are the
 -- server's own records; directives are documents of their own, projected too.
 
+-- Keyed by household as well: the keys inside a document are chosen by phones, and one
+-- household's must never replace another's row.
 CREATE TABLE reviews (
-    visit_id  TEXT PRIMARY KEY NOT NULL,
+    visit_id  TEXT NOT NULL,
     doc_id    BLOB NOT NULL,
     state     TEXT NOT NULL,                    -- received | approved | has_issues
     reason    TEXT NOT NULL,
     by_user   TEXT NOT NULL,
-    at_ms     INTEGER NOT NULL                  -- server clock, UTC ms
+    at_ms     INTEGER NOT NULL,                 -- server clock, UTC ms
+    PRIMARY KEY (doc_id, visit_id)
 ) STRICT;
-CREATE INDEX reviews_doc ON reviews (doc_id);
+CREATE INDEX reviews_visit ON reviews (visit_id);
 
 CREATE TABLE follow_up_calls (
-    call_id      TEXT PRIMARY KEY NOT NULL,
+    call_id      TEXT NOT NULL,
     doc_id       BLOB NOT NULL,
     visit_id     TEXT NOT NULL,
     by_user      TEXT NOT NULL,
@@ -21,12 +24,13 @@ CREATE TABLE follow_up_calls (
     reached      INTEGER NOT NULL,
     confirmed    INTEGER,                       -- NULL when not reached
     understood   INTEGER,                       -- NULL when not reached
-    remarks      TEXT NOT NULL
+    remarks      TEXT NOT NULL,
+    PRIMARY KEY (doc_id, call_id)
 ) STRICT;
-CREATE INDEX follow_up_calls_doc ON follow_up_calls (doc_id);
+CREATE INDEX follow_up_calls_visit ON follow_up_calls (visit_id);
 
 CREATE TABLE rectifications (
-    rect_id        TEXT PRIMARY KEY NOT NULL,
+    rect_id        TEXT NOT NULL,
     doc_id         BLOB NOT NULL,
     visit_id       TEXT NOT NULL,
     source         TEXT NOT NULL,               -- review | follow_up
@@ -39,9 +43,10 @@ CREATE TABLE rectifications (
     fixed_at_ms    INTEGER,                     -- the phone's clock, UTC ms
     note           TEXT,
     closed_by      TEXT,
-    closed_at_ms   INTEGER
+    closed_at_ms   INTEGER,
+    PRIMARY KEY (doc_id, rect_id)
 ) STRICT;
-CREATE INDEX rectifications_doc ON rectifications (doc_id);
+CREATE INDEX rectifications_fixed ON rectifications (fixed_visit_id);
 
 CREATE TABLE follow_up_rounds (
     id          INTEGER PRIMARY KEY,
@@ -59,6 +64,14 @@ CREATE TABLE follow_up_samples (
     round_id  INTEGER NOT NULL REFERENCES follow_up_rounds (id),
     doc_id    BLOB NOT NULL,
     position  INTEGER NOT NULL,                 -- order drawn, from 1
+    visit_id  TEXT NOT NULL,
+    PRIMARY KEY (round_id, doc_id)
+) STRICT;
+
+-- Every candidate of a round, so that anyone can draw it again from its seed.
+CREATE TABLE follow_up_candidates (
+    round_id  INTEGER NOT NULL REFERENCES follow_up_rounds (id),
+    doc_id    BLOB NOT NULL,
     visit_id  TEXT NOT NULL,
     PRIMARY KEY (round_id, doc_id)
 ) STRICT;

@@ -150,17 +150,20 @@ fn internal(e: impl std::fmt::Display) -> Error {
     Error::Internal(e.to_string())
 }
 
-/// The open (not closed) rectification of `visit`, if any.
+/// The open rectification of `visit` (not closed, no fix yet), if any.
 fn open_rectification_of<'h>(h: &'h Household, visit: &str) -> Option<&'h str> {
     h.rectifications
         .iter()
-        .find(|(_, r)| r.visit_id == visit && r.closed.is_none())
+        .find(|(id, r)| {
+            r.visit_id == visit && r.closed.is_none() && !h.rectification_fixes.contains_key(*id)
+        })
         .map(|(id, _)| id.as_str())
 }
 
 /// Opens a rectification task on `visit` (unless one is open already, whose ID is
-/// returned) assigned to the visit's visitor. A visit that is itself the fix of an open
-/// task closes that task ("复核未通过"): the new task replaces it.
+/// returned) assigned to the visit's visitor. A task whose fix is this visit, or that
+/// was fixed by naming this visit itself, is closed ("复核未通过"): the fix did not
+/// pass, and the new task replaces it.
 fn open_rectification(
     doc: &mut Automerge,
     h: &Household,
@@ -182,7 +185,7 @@ fn open_rectification(
         let fixed_by_this = h
             .rectification_fixes
             .get(id)
-            .is_some_and(|f| f.visit_id == visit);
+            .is_some_and(|f| f.visit_id == visit || r.visit_id == visit);
         if r.closed.is_none() && fixed_by_this {
             close(doc, id, r, by, "复核未通过，已另开整改", now)?;
         }
@@ -477,7 +480,7 @@ impl ServerDb {
                 AND (?5 IS NULL OR (r.closed_at_ms >= ?5 AND r.closed_at_ms < ?6))
                 AND (?7 IS NULL OR h.doc_id = ?7)
                 AND (?8 IS NULL OR (r.fixed_at_ms >= ?8 AND r.fixed_at_ms < ?9))
-              ORDER BY r.opened_at_ms DESC, r.rect_id LIMIT 2000",
+              ORDER BY r.opened_at_ms DESC, r.rect_id",
         )?;
         let rows = stmt.query_map(
             params![
@@ -519,6 +522,9 @@ impl ServerDb {
             let row = row?;
             if p.may(Permission::ReadOfficePages, &row.village, &row.grid) {
                 out.push(row);
+                if out.len() == 2000 {
+                    break;
+                }
             }
         }
         Ok(out)
@@ -542,7 +548,9 @@ impl ServerDb {
                      AND r.doc_id = v.doc_id
               WHERE v.outcome != 'in_progress' AND v.voided_reason IS NULL
                 AND (r.rect_id IS NOT NULL
-                     OR NOT EXISTS (SELECT 1 FROM reviews w WHERE w.visit_id = v.visit_id))
+                     OR NOT EXISTS (SELECT 1 FROM reviews w
+                                     WHERE w.visit_id = v.visit_id AND w.doc_id = v.doc_id))
+              GROUP BY v.visit_id
               ORDER BY r.rect_id IS NULL, v.finished_at_ms, v.visit_id
               LIMIT ?1",
         )?;
@@ -708,7 +716,8 @@ impl ServerDb {
                       WHERE h.village = ?1 AND (?2 IS NULL OR h.grid = ?2)
                         AND v.outcome = 'completed' AND v.voided_reason IS NULL) latest
                   WHERE rn = 1
-                    AND NOT EXISTS (SELECT 1 FROM follow_up_calls f WHERE f.visit_id = latest.visit_id)",
+                    AND NOT EXISTS (SELECT 1 FROM follow_up_calls f
+                                     WHERE f.doc_id = latest.doc_id AND f.visit_id = latest.visit_id)",
             )?;
             stmt.query_map(params![village, grid], |r| {
                 Ok((
@@ -739,6 +748,12 @@ impl ServerDb {
             ],
         )?;
         let round = tx.last_insert_rowid();
+        for (doc, visit) in &candidates {
+            tx.execute(
+                "INSERT INTO follow_up_candidates (round_id, doc_id, visit_id) VALUES (?1, ?2, ?3)",
+                params![round, &doc.as_bytes()[..], visit],
+            )?;
+        }
         for (i, (doc, visit)) in drawn.iter().enumerate() {
             tx.execute(
                 "INSERT INTO follow_up_samples (round_id, doc_id, position, visit_id)
@@ -777,9 +792,10 @@ impl ServerDb {
                     (SELECT count(*) FROM follow_up_samples s WHERE s.round_id = r.id),
                     (SELECT count(*) FROM follow_up_samples s
                       WHERE s.round_id = r.id
-                        AND EXISTS (SELECT 1 FROM follow_up_calls f WHERE f.visit_id = s.visit_id)),
+                        AND EXISTS (SELECT 1 FROM follow_up_calls f
+                                     WHERE f.doc_id = s.doc_id AND f.visit_id = s.visit_id)),
                     r.drawn_by, r.drawn_at_ms
-               FROM follow_up_rounds r ORDER BY r.id DESC LIMIT 500",
+               FROM follow_up_rounds r ORDER BY r.id DESC",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(RoundRow {
@@ -801,6 +817,9 @@ impl ServerDb {
             let row = row?;
             if round_visible(p, &row.village, row.grid.as_deref()) {
                 out.push(row);
+                if out.len() == 500 {
+                    break;
+                }
             }
         }
         Ok(out)
@@ -823,9 +842,10 @@ impl ServerDb {
                     coalesce(v.visitor, ''), f.by_user, f.called_at_ms, f.reached, f.confirmed,
                     f.understood, f.remarks
                FROM follow_up_samples s JOIN households h ON h.doc_id = s.doc_id
-               LEFT JOIN visits v ON v.visit_id = s.visit_id
-               LEFT JOIN follow_up_calls f ON f.call_id =
-                    (SELECT call_id FROM follow_up_calls g WHERE g.visit_id = s.visit_id
+               LEFT JOIN visits v ON v.visit_id = s.visit_id AND v.doc_id = s.doc_id
+               LEFT JOIN follow_up_calls f ON f.doc_id = s.doc_id AND f.call_id =
+                    (SELECT call_id FROM follow_up_calls g
+                      WHERE g.doc_id = s.doc_id AND g.visit_id = s.visit_id
                       ORDER BY g.called_at_ms DESC LIMIT 1)
               WHERE s.round_id = ?1 ORDER BY s.position",
         )?;
@@ -860,6 +880,41 @@ impl ServerDb {
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok((round, rows))
+    }
+
+    /// Draws round `id` again from its recorded candidates and seed
+    /// ([`sampling::draw`]) and says whether that gives the households recorded, in the
+    /// same order: anyone can check that a round was drawn at random as recorded.
+    ///
+    /// Errors: as [`ServerDb::follow_up_round`].
+    pub fn redraw_matches(&self, p: &Principal, id: i64) -> Result<bool> {
+        let (round, samples) = self.follow_up_round(p, id)?;
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT doc_id, visit_id FROM follow_up_candidates WHERE round_id = ?1")?;
+        let candidates: Vec<(Uuid, String)> = stmt
+            .query_map([id], |r| {
+                Ok((
+                    Uuid::from_slice(&r.get::<_, Vec<u8>>(0)?).unwrap_or_default(),
+                    r.get(1)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let amount = u32::try_from(round.amount).unwrap_or(0);
+        let size = if round.method == "percent" {
+            SampleSize::Percent(amount)
+        } else {
+            SampleSize::Count(amount)
+        };
+        let Ok(seed) = round.seed.parse::<u64>() else {
+            return Ok(false);
+        };
+        let drawn: Vec<String> = sampling::draw(&candidates, size, seed)
+            .into_iter()
+            .map(|(h, _)| h.to_string())
+            .collect();
+        let recorded: Vec<String> = samples.into_iter().map(|s| s.household).collect();
+        Ok(candidates.len() as i64 == round.candidates && drawn == recorded)
     }
 
     /// Records a follow-up call made from the web on `p`'s behalf (`WriteFollowUpCall`,
@@ -1120,6 +1175,11 @@ impl ServerDb {
     ///
     /// Errors: [`Error::Forbidden`] for other roles.
     pub fn directives(&self, p: &Principal) -> Result<Vec<DirectiveView>> {
+        self.directives_where(p, None)
+    }
+
+    /// [`ServerDb::directives`], all of them or only the one `id`.
+    fn directives_where(&self, p: &Principal, id: Option<Uuid>) -> Result<Vec<DirectiveView>> {
         let office = p.may_at_all(Permission::PublishDirective);
         if !office {
             require(p, Permission::AcknowledgeDirective)?;
@@ -1129,10 +1189,11 @@ impl ServerDb {
         let mut stmt = conn.prepare(
             "SELECT doc_id, category, title, body, published_by, published_at_ms, ack_due_ms,
                     push_due_ms
-               FROM directives ORDER BY published_at_ms DESC LIMIT 1000",
+               FROM directives WHERE ?1 IS NULL OR doc_id = ?1
+              ORDER BY published_at_ms DESC",
         )?;
         let heads: Vec<(Vec<u8>, DirectiveView)> = stmt
-            .query_map([], |r| {
+            .query_map([id.map(|i| i.as_bytes().to_vec())], |r| {
                 let raw: Vec<u8> = r.get(0)?;
                 Ok((
                     raw.clone(),
@@ -1177,6 +1238,9 @@ impl ServerDb {
             }
             if !view.places.is_empty() {
                 out.push(view);
+                if out.len() == 1000 {
+                    break;
+                }
             }
         }
         Ok(out)
@@ -1186,9 +1250,9 @@ impl ServerDb {
     ///
     /// Errors: [`Error::Forbidden`]; [`Error::NotFound`] when unknown or not `p`'s.
     pub fn directive(&self, p: &Principal, id: Uuid) -> Result<DirectiveView> {
-        self.directives(p)?
+        self.directives_where(p, Some(id))?
             .into_iter()
-            .find(|d| d.id == id.to_string())
+            .next()
             .ok_or_else(|| Error::NotFound("no such directive".into()))
     }
 
@@ -1283,9 +1347,23 @@ fn directive_change_allowed(
     change: &Change,
     principal: &Principal,
     device_id: &str,
+    now: i64,
 ) -> std::result::Result<(), String> {
+    use automerge::legacy::OpType;
     if change.is_empty() {
         return Err("an empty change writes nothing".into());
+    }
+    if change.raw_bytes().len() > 64 * 1024 {
+        return Err("a directive's mark is a few bytes; the change is larger than 64 KiB".into());
+    }
+    // Only new maps (a mark) and scalars (its fields): no deletion, no text, list,
+    // counter or text mark (automerge 0.12 accepts mark operations in an order its own
+    // loader then refuses).
+    for op in change.decode().operations {
+        match op.action {
+            OpType::Make(automerge::ObjType::Map) | OpType::Put(_) => {}
+            _ => return Err("a directive's mark is a map of three fields".into()),
+        }
     }
     let old = directive::read_directive(before).map_err(|_| "not a directive".to_string())?;
     let new = directive::read_directive(after)
@@ -1301,6 +1379,11 @@ fn directive_change_allowed(
                 "a {} may write only its own places' acknowledgements and pushes of a directive",
                 principal.role.as_str()
             ));
+        }
+        if let Some(place) = &second
+            && !mark_is_plain(after, &root, place)
+        {
+            return Err("a mark holds fields other than by, device_id and at_ms".into());
         }
     }
     let unchanged = Directive {
@@ -1334,6 +1417,13 @@ fn directive_change_allowed(
             if mark.by != principal.username || mark.device_id != device_id {
                 return Err(format!("a {kind} names another person or phone"));
             }
+            // Not before the directive was published, nor later than now (a few
+            // minutes of clock skew allowed): lateness is measured from it.
+            if mark.at_ms < old.published_at_ms || mark.at_ms > now + 10 * 60_000 {
+                return Err(format!(
+                    "a {kind}'s time is before the directive or in the future"
+                ));
+            }
         }
     }
     if new
@@ -1344,6 +1434,29 @@ fn directive_change_allowed(
         return Err("a directive is acknowledged before its push is confirmed".into());
     }
     Ok(())
+}
+
+/// Whether the mark of `place` in the root map `map` of `doc` is a map holding only
+/// the scalars `by`, `device_id` and `at_ms` (hydration alone would ignore extra keys,
+/// which would then travel to every liaison's phone).
+fn mark_is_plain(doc: &Automerge, map: &str, place: &str) -> bool {
+    let Ok(Some((automerge::Value::Object(automerge::ObjType::Map), marks))) =
+        doc.get(automerge::ROOT, map)
+    else {
+        return false;
+    };
+    let Ok(Some((automerge::Value::Object(automerge::ObjType::Map), mark))) =
+        doc.get(&marks, place)
+    else {
+        return false;
+    };
+    doc.keys(&mark).all(|k| {
+        matches!(k.as_str(), "by" | "device_id" | "at_ms")
+            && matches!(
+                doc.get(&mark, k.as_str()),
+                Ok(Some((automerge::Value::Scalar(_), _)))
+            )
+    })
 }
 
 impl Push<'_> {
@@ -1402,8 +1515,9 @@ impl Push<'_> {
                     match trial {
                         None => Some("the change could not be applied".to_string()),
                         Some(trial) => {
-                            match directive_change_allowed(&doc, &trial, c, &principal, &device_id)
-                            {
+                            match directive_change_allowed(
+                                &doc, &trial, c, &principal, &device_id, self.now,
+                            ) {
                                 Ok(()) => {
                                     doc = trial;
                                     accepted.push(c.clone());
@@ -1420,6 +1534,25 @@ impl Push<'_> {
             }
         }
         if accepted.is_empty() {
+            return Ok(());
+        }
+        // As for households: a push that would leave the directive unloadable is
+        // refused whole (only a tampered app writes one).
+        let loads = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Automerge::load(&doc.save()).is_ok()
+        }))
+        .unwrap_or(false);
+        if !loads {
+            for c in &accepted {
+                let hash = c.hash().0.to_vec();
+                self.refuse(
+                    resp,
+                    doc_id,
+                    &hash,
+                    c.raw_bytes(),
+                    "the changes of this push leave the directive unreadable",
+                )?;
+            }
             return Ok(());
         }
         append_changes(
@@ -1677,6 +1810,31 @@ mod tests {
             h.rectifications[&task].closed.is_some(),
             "the phone learns it is closed"
         );
+        // A second task, closed by the office while the worker fixed it offline: the
+        // fix is real work and is taken.
+        let (hid2, visit2) = visits[1].clone();
+        db.write_review(&office(), hid2, &visit2, ReviewState::HasIssues, "缺承诺书")
+            .unwrap();
+        worker.sync(&db);
+        let task2 = rect_rows(&db)
+            .into_iter()
+            .find(|r| r.visit_id == visit2)
+            .unwrap()
+            .id;
+        let fix = fix_of(&worker, &visit2, "w1");
+        let push = phone_change(&mut worker, hid2.0, |d| {
+            model::put_rectification_fix(d, &task2, &fix, 1).unwrap()
+        });
+        db.write_review(&office(), hid2, &visit2, ReviewState::Approved, "")
+            .unwrap();
+        let resp = worker.exchange(&db, vec![push]);
+        assert!(resp.rejected.is_empty(), "{:?}", resp.rejected);
+        assert!(
+            db.review_queue(&office(), 100)
+                .unwrap()
+                .iter()
+                .all(|q| q.visit_id != visit2)
+        );
     }
 
     #[test]
@@ -1712,6 +1870,17 @@ mod tests {
         assert_ne!(order(&s1), order(&s3));
         let unique: BTreeSet<String> = order(&s1).into_iter().collect();
         assert_eq!(unique.len(), 5, "a household at most once per round");
+        assert!(
+            db.redraw_matches(&sup, r1).unwrap(),
+            "the recorded candidates and seed redraw it"
+        );
+        db.conn()
+            .execute("DELETE FROM follow_up_candidates WHERE round_id = ?1 AND rowid IN (SELECT rowid FROM follow_up_candidates WHERE round_id = ?1 LIMIT 1)", [r3])
+            .unwrap();
+        assert!(
+            !db.redraw_matches(&sup, r3).unwrap(),
+            "a tampered round shows"
+        );
 
         // Out of scope, and a worker: refused.
         let other = principal("s2", Role::Supervisor, Scope::villages(vec!["别村".into()]));
@@ -1763,6 +1932,33 @@ mod tests {
             .unwrap();
         let mut phone = Phone::new(&db, "s1");
         phone.sync(&db);
+        // A call in another supervisor's name, and one with a blank answer: refused.
+        for bad in [
+            FollowUpCall {
+                by: "s2".into(),
+                visit_id: visit2.clone(),
+                ..call(Some(false), Some(true))
+            },
+            FollowUpCall {
+                by: "s1".into(),
+                visit_id: visit2.clone(),
+                ..call(None, Some(true))
+            },
+        ] {
+            let push = changes_on(
+                &mut phone,
+                hid2.0,
+                |d| model::add_follow_up_call(d, &Uuid::new_v4().to_string(), &bad, 1).unwrap(),
+                false,
+            );
+            let resp = phone.exchange(&db, vec![push]);
+            assert!(
+                resp.rejected[0].reason.contains("follow-up call"),
+                "{:?}",
+                resp.rejected
+            );
+        }
+        assert_eq!(rect_rows(&db).len(), 1, "no task from a refused call");
         let c = FollowUpCall {
             by: "s1".into(),
             visit_id: visit2.clone(),
@@ -1872,6 +2068,31 @@ mod tests {
             t.commit();
         });
         assert!(reason.contains("acknowledgements"), "{reason}");
+        let backdated = DirectiveMark {
+            at_ms: 1,
+            ..m.clone()
+        };
+        let reason = refused(&mut liaison, &|d| {
+            directive::put_mark(d, MarkKind::Acknowledged, "镇派出所", &backdated, 1).unwrap()
+        });
+        assert!(reason.contains("time"), "{reason}");
+        let reason = refused(&mut liaison, &|d| {
+            let mut t = d.transaction();
+            let acks = t
+                .get(automerge::ROOT, "acknowledgements")
+                .unwrap()
+                .unwrap()
+                .1;
+            let mark = t
+                .put_object(&acks, "镇派出所", automerge::ObjType::Map)
+                .unwrap();
+            t.put(&mark, "by", "l1").unwrap();
+            t.put(&mark, "device_id", device.as_str()).unwrap();
+            t.put(&mark, "at_ms", now_ms()).unwrap();
+            t.put(&mark, "note", "x".repeat(1000)).unwrap();
+            t.commit();
+        });
+        assert!(reason.contains("fields"), "{reason}");
 
         let mut liaison = Phone::new(&db, "l1");
         liaison.sync(&db);

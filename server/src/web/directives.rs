@@ -202,6 +202,7 @@ async fn one(
     let p = user.principal.clone();
     let d = blocking(move || db.directive(&p, id)).await?;
     let (acked, pushed, late) = counts(&d);
+    let may_places = user.principal.may_at_all(Permission::ManagePlaces);
     Ok(page(
         &d.title,
         &user.principal,
@@ -224,7 +225,11 @@ async fn one(
                 tbody {
                     @for pl in &d.places {
                         tr data-place=(pl.place) {
-                            td { a href=(format!("/places#{}", encode_query(&pl.place))) { (pl.place) } }
+                            td {
+                                @if may_places {
+                                    a href=(format!("/places#{}", encode_query(&pl.place))) { (pl.place) }
+                                } @else { (pl.place) }
+                            }
                             td { @if let Some((by, at)) = &pl.acknowledged { (by) " · " (town_time(*at)) } @else { "未签收" } }
                             td { (lateness(pl.acknowledged.is_some(), pl.ack_late_ms)) }
                             td { @if let Some((by, at)) = &pl.pushed { (by) " · " (town_time(*at)) } @else { "未推送" } }

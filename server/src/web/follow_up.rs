@@ -215,7 +215,11 @@ async fn round(
     may_use(&user)?;
     let db = state.db.clone();
     let p = user.principal.clone();
-    let (r, samples) = blocking(move || db.follow_up_round(&p, id)).await?;
+    let (r, samples, redraw) = blocking(move || {
+        let (r, samples) = db.follow_up_round(&p, id)?;
+        Ok((r, samples, db.redraw_matches(&p, id)?))
+    })
+    .await?;
     let may_call = user.principal.may_at_all(Permission::WriteFollowUpCall);
     Ok(page(
         &format!("电话回访 第 {} 轮", r.id),
@@ -225,6 +229,13 @@ async fn round(
                 (r.village) " · " (r.grid.as_deref().unwrap_or("整个村")) " · 抽取 " (method_label(&r))
                 " · 候选 " (r.candidates) " 户，抽中 " (r.drawn) " 户，已回访 " (r.called) " 户 · 随机种子 "
                 code #seed { (r.seed) } " · " (r.drawn_by) " 于 " (town_time(r.drawn_at_ms))
+            }
+            p #redraw {
+                @if redraw {
+                    span.badge.ok { "复核一致" } " 按记录的候选户和随机种子重新抽取，结果与本轮相同。"
+                } @else {
+                    span.badge.bad { "复核不一致" } " 按记录的候选户和随机种子重新抽取，结果与本轮不同，请联系管理员。"
+                }
             }
             div.table-wrap { table #samples {
                 thead { tr {
@@ -288,7 +299,12 @@ async fn reveal(
             .into_iter()
             .find(|s| s.household == household.to_string() && s.visit_id == visit)
             .ok_or_else(|| crate::error::Error::NotFound("not in this round".into()))?;
-        let phone = db.reveal(&p, None, household, None, RevealField::Phone, &reason)?;
+        // A household with no number on record is still called on (or marked not
+        // reached): the form shows without a number.
+        let phone = match db.reveal(&p, None, household, None, RevealField::Phone, &reason) {
+            Err(crate::error::Error::NotFound(_)) => String::new(),
+            other => other?,
+        };
         Ok((phone, sample))
     })
     .await?;

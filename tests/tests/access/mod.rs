@@ -788,7 +788,7 @@ fn refusals_written_by_hand_without_the_table() {
         })
         .expect("refused");
     assert!(
-        reason.contains("no longer part of the household"),
+        reason.contains("no longer part of the document"),
         "{reason}"
     );
 
