@@ -183,12 +183,18 @@ pub fn app_with(db: Arc<ServerDb>, options: &ServeOptions) -> Router {
         .merge(crate::api::routes().layer(DefaultBodyLimit::max(crate::api::API_BODY_LIMIT)))
         .merge(crate::web::routes().layer(DefaultBodyLimit::max(crate::api::API_BODY_LIMIT)))
         .layer(
-            // One line per request at `info`: method, route, status and time; paths
-            // hold only blob hashes, never personal data.
+            // One line per request at `info`: method, path, status and time. The span
+            // records the path only, never the query string: a query may carry personal
+            // data (the household search `/households?q=` takes names and phone digits),
+            // while paths hold only IDs and blob hashes.
             tower_http::trace::TraceLayer::new_for_http()
-                .make_span_with(
-                    tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO),
-                )
+                .make_span_with(|req: &axum::http::Request<_>| {
+                    tracing::info_span!(
+                        "request",
+                        method = %req.method(),
+                        path = %req.uri().path(),
+                    )
+                })
                 .on_response(
                     tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
                 ),

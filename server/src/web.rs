@@ -254,7 +254,8 @@ pub fn csrf_field(user: &WebUser) -> Markup {
 /// - reads only the cookie `doorstep_session`; a request carrying `Authorization`
 ///   (a phone's bearer token, or anything else) is refused with the 403 page;
 /// - with no cookie, or one naming no live web session (a device token in the cookie
-///   names none), answers `303 See Other` to `/login?next=<this path>`.
+///   names none), answers `303 See Other` to `/login?next=<this path>` (the path
+///   only, without the query).
 ///
 /// `csrf` is the token forms must echo: [`ServerDb::csrf_token`] of the session token.
 ///
@@ -293,10 +294,16 @@ pub(crate) fn session_cookie(parts: &Parts) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// The path and query of a request, for `?next=`.
-fn path_and_query(uri: &Uri) -> String {
-    uri.path_and_query()
-        .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string())
+/// The path of a request, for `?next=`: the query is dropped, since it may carry
+/// personal data (a name or phone digits typed into the household search) that must
+/// not land in a `/login` URL, the browser history or the logs.
+fn next_path(uri: &Uri) -> String {
+    let path = uri.path();
+    if path.is_empty() {
+        "/".to_string()
+    } else {
+        path.to_string()
+    }
 }
 
 impl FromRequestParts<AppState> for WebUser {
@@ -311,7 +318,7 @@ impl FromRequestParts<AppState> for WebUser {
                 "网页只接受网页登录，手机的设备令牌不能用于网页。".into(),
             ));
         }
-        let next = path_and_query(&parts.uri);
+        let next = next_path(&parts.uri);
         let Some(token) = session_cookie(parts) else {
             return Err(WebError::SignIn { next });
         };
@@ -342,7 +349,10 @@ impl WebUser {
         if self.principal.may_at_all(p) {
             Ok(())
         } else {
-            Err(forbidden_for(&self.principal))
+            Err(WebError::ForbiddenFor {
+                who: Box::new(self.principal.clone()),
+                message: forbidden_sentence(&self.principal),
+            })
         }
     }
 
@@ -358,23 +368,22 @@ impl WebUser {
             Ok(())
         } else {
             tracing::info!("web form refused: wrong or missing CSRF token");
-            Err(WebError::Forbidden(
-                "表单已过期或来源不明，请回到上一页刷新后重试。".into(),
-            ))
+            Err(WebError::ForbiddenFor {
+                who: Box::new(self.principal.clone()),
+                message: "表单已过期或来源不明，请回到上一页刷新后重试。".into(),
+            })
         }
     }
 }
 
 /// The 403 page's sentence for `who`: a field role is told to use the phone app.
-fn forbidden_for(who: &Principal) -> WebError {
+fn forbidden_sentence(who: &Principal) -> String {
     match who.role {
-        Role::GridWorker | Role::GridLeader | Role::Police | Role::Liaison => {
-            WebError::Forbidden(format!(
-                "{}账号无权查看此页。网页供镇办公室和督导组使用，入户走访请使用手机应用。",
-                who.role.label_zh()
-            ))
-        }
-        _ => WebError::Forbidden(format!("{}账号无权查看此页。", who.role.label_zh())),
+        Role::GridWorker | Role::GridLeader | Role::Police | Role::Liaison => format!(
+            "{}账号无权查看此页。网页供镇办公室和督导组使用，入户走访请使用手机应用。",
+            who.role.label_zh()
+        ),
+        _ => format!("{}账号无权查看此页。", who.role.label_zh()),
     }
 }
 
@@ -390,7 +399,17 @@ pub enum WebError {
     /// 400: a form or query field is wrong; the Chinese sentence names the field.
     BadRequest(String),
     /// 403: the role may not, or a form's CSRF token is wrong; the Chinese sentence.
+    /// The page has no nav and links home to `/`.
     Forbidden(String),
+    /// 403 for a signed-in account ([`WebUser::require`], [`WebUser::check_csrf`]): the
+    /// page shows the account's nav and links home to [`home_of`] it, so that no link
+    /// on it leads to another 403.
+    ForbiddenFor {
+        /// The account refused.
+        who: Box<Principal>,
+        /// The Chinese sentence.
+        message: String,
+    },
     /// 404: nothing by that name in the account's scope.
     NotFound,
     /// 409: the record changed meanwhile (the Chinese sentence).
@@ -408,6 +427,7 @@ impl std::fmt::Display for WebError {
         match self {
             Self::SignIn { .. } => f.write_str("sign in first"),
             Self::BadRequest(m) | Self::Forbidden(m) | Self::Conflict(m) => f.write_str(m),
+            Self::ForbiddenFor { message, .. } => f.write_str(message),
             Self::NotFound => f.write_str("not found"),
             Self::Throttled(s) => write!(f, "throttled for {s} s"),
             Self::Busy => f.write_str("busy"),
@@ -446,7 +466,9 @@ impl IntoResponse for WebError {
                 return Redirect::to(&to).into_response();
             }
             Self::BadRequest(m) => (StatusCode::BAD_REQUEST, "请求有误", m.clone()),
-            Self::Forbidden(m) => (StatusCode::FORBIDDEN, "无权访问", m.clone()),
+            Self::Forbidden(m) | Self::ForbiddenFor { message: m, .. } => {
+                (StatusCode::FORBIDDEN, "无权访问", m.clone())
+            }
             Self::NotFound => (
                 StatusCode::NOT_FOUND,
                 "找不到页面",
@@ -475,13 +497,21 @@ impl IntoResponse for WebError {
         if status != StatusCode::INTERNAL_SERVER_ERROR {
             tracing::debug!(status = status.as_u16(), "web page refused");
         }
-        let body = bare_page(
-            title,
-            html! {
-                p.error { (text) }
-                p { a href="/" { "返回首页" } " · " a href="javascript:history.back()" { "返回上一页" } }
-            },
-        );
+        // A signed-in account's page keeps its nav, and its home is the account's own
+        // first page (`/` is the office's dashboard, itself a 403 for other roles).
+        let who = match &self {
+            Self::ForbiddenFor { who, .. } => Some(&**who),
+            _ => None,
+        };
+        let home = who.map_or("/", home_of);
+        let content = html! {
+            p.error { (text) }
+            p { a href=(home) { "返回首页" } " · " a href="javascript:history.back()" { "返回上一页" } }
+        };
+        let body = match who {
+            Some(who) => page(title, who, content),
+            None => bare_page(title, content),
+        };
         let mut resp = (status, body).into_response();
         if let Self::Throttled(s) = self {
             resp.headers_mut()

@@ -250,15 +250,19 @@ pub struct BulletinRow {
     pub calls_not_understood: u64,
     /// Rectifications (整改) opened in the month.
     pub rectifications_opened: u64,
-    /// Rectifications whose fix was recorded in the month.
-    pub rectifications_fixed: u64,
+    /// Rectifications closed in the month (server clock) because the office approved
+    /// their fix (本月审核通过): a fix recorded on the phone but not yet reviewed, or
+    /// rejected (复核未通过, the task closed as a new one is opened on its visit),
+    /// does not count.
+    pub rectifications_approved: u64,
     /// Directives whose acknowledgement (签收) fell due in the month, sent to the place.
     pub directives_due: u64,
     /// Of those, acknowledged by the due time.
     pub directives_on_time: u64,
     /// Of those, acknowledged after it.
     pub directives_late: u64,
-    /// Of those, not acknowledged (when the bulletin was made).
+    /// Of those, not acknowledged although the due time had passed when the bulletin
+    /// was made (one still within its time counts in none of on time, late and this).
     pub directives_unacknowledged: u64,
     /// Fraud cases (发案数) entered for the month; `None` when not entered (on the
     /// total row: when no place has entered any).
@@ -290,7 +294,7 @@ impl BulletinRow {
         self.calls_denied += o.calls_denied;
         self.calls_not_understood += o.calls_not_understood;
         self.rectifications_opened += o.rectifications_opened;
-        self.rectifications_fixed += o.rectifications_fixed;
+        self.rectifications_approved += o.rectifications_approved;
         self.directives_due += o.directives_due;
         self.directives_on_time += o.directives_on_time;
         self.directives_late += o.directives_late;
@@ -636,7 +640,7 @@ impl ServerDb {
         require(p, Permission::ReadBulletin)?;
         let month = Month::parse(month)?;
         let conn = self.conn();
-        let mut bulletin = bulletin_figures(&conn, month)?;
+        let mut bulletin = bulletin_figures(&conn, month, now_ms())?;
         bulletin
             .rows
             .retain(|r| p.may_place(Permission::ReadBulletin, &r.place));
@@ -814,8 +818,9 @@ fn counts<const N: usize>(
     Ok(out)
 }
 
-/// The bulletin's rows, every place (the caller filters by scope and totals).
-fn bulletin_figures(conn: &Connection, month: Month) -> Result<Bulletin> {
+/// The bulletin's rows, every place (the caller filters by scope and totals), as the
+/// figures stand at `now` (UTC milliseconds).
+fn bulletin_figures(conn: &Connection, month: Month, now: i64) -> Result<Bulletin> {
     let (start, end) = (month.start_ms(), month.end_ms());
     // A visit counts when completed, not voided, and finished (device clock) before
     // the bound.
@@ -860,14 +865,25 @@ fn bulletin_figures(conn: &Connection, month: Month) -> Result<Bulletin> {
           GROUP BY h.village",
         params![start, end],
     )?;
+    // Approved fixes: tasks closed in the month (server clock, not the phone's) with a
+    // fix recorded. The projection keeps no closing note, so a rejection is told by
+    // what it does: it closes the fixed task ("复核未通过，已另开整改") and opens a new
+    // task on the task's visit or on its fixing visit in the same write, at the same
+    // instant. An approval opens nothing, and a task opened on the visit later does not
+    // undo an approval already reported.
     let rectifications = counts::<2>(
         conn,
         "SELECT h.village,
                 sum(t.opened_at_ms >= ?1 AND t.opened_at_ms < ?2),
-                sum(t.fixed_at_ms >= ?1 AND t.fixed_at_ms < ?2)
+                sum(t.closed_at_ms >= ?1 AND t.closed_at_ms < ?2
+                    AND t.fixed_visit_id IS NOT NULL
+                    AND NOT EXISTS (SELECT 1 FROM rectifications n
+                                     WHERE n.doc_id = t.doc_id AND n.rect_id != t.rect_id
+                                       AND n.visit_id IN (t.visit_id, t.fixed_visit_id)
+                                       AND n.opened_at_ms = t.closed_at_ms))
            FROM rectifications t JOIN households h ON h.doc_id = t.doc_id
           WHERE (t.opened_at_ms >= ?1 AND t.opened_at_ms < ?2)
-             OR (t.fixed_at_ms >= ?1 AND t.fixed_at_ms < ?2)
+             OR (t.closed_at_ms >= ?1 AND t.closed_at_ms < ?2)
           GROUP BY h.village",
         params![start, end],
     )?;
@@ -876,11 +892,11 @@ fn bulletin_figures(conn: &Connection, month: Month) -> Result<Bulletin> {
         "SELECT dp.place, count(*),
                 sum(dp.acknowledged_at_ms IS NOT NULL AND dp.acknowledged_at_ms <= d.ack_due_ms),
                 sum(dp.acknowledged_at_ms IS NOT NULL AND dp.acknowledged_at_ms > d.ack_due_ms),
-                sum(dp.acknowledged_at_ms IS NULL)
+                sum(dp.acknowledged_at_ms IS NULL AND d.ack_due_ms < ?3)
            FROM directive_places dp JOIN directives d ON d.doc_id = dp.doc_id
           WHERE d.ack_due_ms >= ?1 AND d.ack_due_ms < ?2
           GROUP BY dp.place",
-        params![start, end],
+        params![start, end, now],
     )?;
     let mut fraud: HashMap<String, (u64, i64)> = HashMap::new();
     {
@@ -944,9 +960,9 @@ fn bulletin_figures(conn: &Connection, month: Month) -> Result<Bulletin> {
             row.calls_denied = *denied;
             row.calls_not_understood = *not_understood;
         }
-        if let Some([opened, fixed]) = rectifications.get(name) {
+        if let Some([opened, approved]) = rectifications.get(name) {
             row.rectifications_opened = *opened;
-            row.rectifications_fixed = *fixed;
+            row.rectifications_approved = *approved;
         }
         if let Some([due, on_time, late, none]) = directives.get(name) {
             row.directives_due = *due;
@@ -961,7 +977,7 @@ fn bulletin_figures(conn: &Connection, month: Month) -> Result<Bulletin> {
     }
     Ok(Bulletin {
         month: month.to_string(),
-        generated_at_ms: now_ms(),
+        generated_at_ms: now,
         rows,
         total: BulletinRow::default(),
     })
@@ -1003,8 +1019,8 @@ const FIGURES: &[(&str, Figure)] = &[
         Figure::Count(|r| r.rectifications_opened, true),
     ),
     (
-        "本月完成整改",
-        Figure::Count(|r| r.rectifications_fixed, true),
+        "本月审核通过整改",
+        Figure::Count(|r| r.rectifications_approved, true),
     ),
     ("本月应签收指令", Figure::Count(|r| r.directives_due, false)),
     ("按时签收", Figure::Count(|r| r.directives_on_time, false)),
@@ -1380,6 +1396,12 @@ mod tests {
         due_month: Month,
         /// The visit whose household's door number is hostile.
         hostile_door: &'static str,
+        /// The worker's phone and its device, to fix tasks later.
+        store: Store,
+        device: Device,
+        /// Households 1 and 2 and their phone visits (visit 1's task is fixed, not yet
+        /// reviewed; visit 2's task, from the call, is open).
+        jia: [(HouseholdId, VisitId); 2],
     }
 
     /// Three households in 甲村 (two visited now on a phone with pledges, one visited
@@ -1525,6 +1547,9 @@ mod tests {
             month,
             due_month: Month::of_ms(due),
             hostile_door,
+            store,
+            device,
+            jia: [(id1, visit1), (id2, visit2)],
         }
     }
 
@@ -1699,8 +1724,9 @@ mod tests {
             (3, 2, 1, 1, 1)
         );
         assert_eq!(
-            (jia.rectifications_opened, jia.rectifications_fixed),
-            (2, 1)
+            (jia.rectifications_opened, jia.rectifications_approved),
+            (2, 0),
+            "a fix the office has not reviewed yet is not counted"
         );
         assert_eq!((jia.fraud_cases, jia.losses_fen), (Some(2), Some(123_456)));
 
@@ -1741,7 +1767,8 @@ mod tests {
                 jia_d.directives_on_time,
                 jia_d.directives_unacknowledged
             ),
-            (1, 0, 1)
+            (1, 0, 0),
+            "still within its time: not yet counted as unacknowledged"
         );
         assert_eq!(
             (
@@ -1752,6 +1779,15 @@ mod tests {
             (1, 1, 0)
         );
         assert_eq!(due.total.directives_due, 2);
+        // Once the time has passed, 甲村's missing acknowledgement counts.
+        let due_ms = db.directives(&office()).unwrap()[0].ack_due_ms;
+        let after = bulletin_figures(&db.conn(), t.due_month, due_ms + 1).unwrap();
+        let (jia_a, station_a) = (row(&after, "甲村"), row(&after, "镇派出所"));
+        assert_eq!(
+            (jia_a.directives_due, jia_a.directives_unacknowledged),
+            (1, 1)
+        );
+        assert_eq!(station_a.directives_unacknowledged, 0, "acknowledged");
 
         // The month before: only the imported visit, and none of this month's work.
         let before = db
@@ -1833,8 +1869,12 @@ mod tests {
                 count(expected.rectifications_opened)
             );
             assert_eq!(
-                number(r, "本月完成整改"),
-                count(expected.rectifications_fixed)
+                number(r, "本月审核通过整改"),
+                count(expected.rectifications_approved)
+            );
+            assert_eq!(
+                number(r, "未签收"),
+                Some(expected.directives_unacknowledged as f64)
             );
             assert_eq!(
                 number(r, "本月应签收指令"),
@@ -1895,6 +1935,84 @@ mod tests {
             db.visits_csv(&supervisor, &t.month.to_string()),
             Err(Error::Forbidden(_))
         ));
+    }
+
+    #[test]
+    fn only_fixes_the_office_approved_count_as_rectified() {
+        let mut t = town();
+        let db = &t.db;
+        let [(id1, visit1), (id2, visit2)] = t.jia;
+        let month = t.month.to_string();
+        let approved = |db: &ServerDb| {
+            let b = db.monthly_bulletin(&office(), &month).unwrap();
+            let jia = row(&b, "甲村");
+            (jia.rectifications_opened, jia.rectifications_approved)
+        };
+        assert_eq!(approved(db), (2, 0), "fixed on the phone, not yet reviewed");
+
+        // The office approves visit 1: its fixed task closes as approved.
+        db.write_review(
+            &office(),
+            id1,
+            &visit1.to_string(),
+            ReviewState::Approved,
+            "",
+        )
+        .unwrap();
+        assert_eq!(approved(db), (2, 1));
+
+        // Visit 2's task (from the call) is fixed, and the office rejects the fix: the
+        // task closes and a new one is opened on the visit at the same instant.
+        sync(db, &t.device, &mut t.store);
+        let task2 = t
+            .store
+            .rectifications()
+            .unwrap()
+            .into_iter()
+            .find(|r| r.visit == visit2.to_string())
+            .unwrap()
+            .id;
+        t.store
+            .fix_rectification(id2, &task2, visit2, "已再次讲解")
+            .unwrap();
+        sync(db, &t.device, &mut t.store);
+        db.write_review(
+            &office(),
+            id2,
+            &visit2.to_string(),
+            ReviewState::HasIssues,
+            "住户仍不清楚",
+        )
+        .unwrap();
+        let rects = db
+            .rectifications(&office(), &RectificationFilter::default())
+            .unwrap();
+        let rejected = rects.iter().find(|r| r.id == task2).unwrap();
+        assert_eq!(rejected.state, "closed");
+        assert!(rejected.fixed_visit_id.is_some());
+        let reopened = rects
+            .iter()
+            .find(|r| r.id != task2 && r.visit_id == visit2.to_string())
+            .unwrap();
+        assert_eq!(Some(reopened.opened_at_ms), rejected.closed_at_ms);
+        assert_eq!(approved(db), (3, 1), "a rejected fix is not counted");
+
+        // Visit 1 flagged again later: the approval already reported still counts.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        db.write_review(
+            &office(),
+            id1,
+            &visit1.to_string(),
+            ReviewState::HasIssues,
+            "门牌仍不清楚",
+        )
+        .unwrap();
+        assert_eq!(approved(db), (4, 1));
+        // None of this month's work in the month before.
+        let before = db
+            .monthly_bulletin(&office(), &t.month.previous().to_string())
+            .unwrap();
+        assert_eq!(row(&before, "甲村").rectifications_approved, 0);
     }
 
     #[test]

@@ -34,6 +34,11 @@ use crate::error::{Error, Result};
 /// The permission of every read here.
 const PAGES: Permission = Permission::ReadOfficePages;
 
+/// The highest page number of the household list: a larger `?page=` is taken as this
+/// one (a town has far fewer households than 100,000 pages of them), so that no page
+/// number overflows the count of rows to skip.
+pub const MAX_PAGE: usize = 100_000;
+
 /// The visit outcomes a household's status can take, plus `none` (no visit yet) and
 /// `in_progress` (a visit started, not finished).
 pub const STATUSES: [&str; 6] = [
@@ -515,8 +520,8 @@ impl ServerDb {
     }
 
     /// The households `p` may read on the office pages that match `f`, by village,
-    /// grid and door number; page `page` (from 1) of `per_page` rows (1 to 200).
-    /// Phones masked.
+    /// grid and door number; page `page` (from 1, at most [`MAX_PAGE`]; any larger
+    /// number answers that page, empty) of `per_page` rows (1 to 200). Phones masked.
     ///
     /// Errors: [`Error::Forbidden`] for a role without `ReadOfficePages`;
     /// [`Error::BadRequest`] naming `status` or `has` when not one of theirs.
@@ -550,7 +555,7 @@ impl ServerDb {
             .filter(|q| q.len() == 4 && q.bytes().all(|b| b.is_ascii_digit()))
             .map(|q| format!("%{q}"));
         let per_page = per_page.clamp(1, 200);
-        let page = page.max(1);
+        let page = page.clamp(1, MAX_PAGE);
         let sql = format!(
             "SELECT h.doc_id, h.village, h.grid, h.door_number, h.head_name, h.phone, h.residents,
                     h.visits, h.conflicts, {STATUS_SQL} AS status,
@@ -592,7 +597,7 @@ impl ServerDb {
             q_like,
             q_phone,
         ])?;
-        let skip = (page - 1) * per_page;
+        let skip = (page - 1).saturating_mul(per_page);
         let mut total = 0usize;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
@@ -808,7 +813,9 @@ impl ServerDb {
         Ok(bytes)
     }
 
-    /// The signature PNG of record `evidence` of household `id`.
+    /// The signature PNG of record `evidence` of household `id`. Viewing it is audited
+    /// like a full photo (`view_signature`, the household and the record's ID; never
+    /// the signer's name).
     ///
     /// Errors: [`Error::Forbidden`] for a role without `ReadOfficePages`;
     /// [`Error::NotFound`] for an unknown or out-of-scope household, an unknown
@@ -821,8 +828,17 @@ impl ServerDb {
         let not_found = || Error::NotFound("no such signature".into());
         let entry = h.evidence.get(evidence).ok_or_else(not_found)?;
         let record = EvidenceRecord::from_canonical(&entry.record.0).map_err(|_| not_found())?;
-        self.blob(&hex::encode(record.png_sha256))?
-            .ok_or_else(not_found)
+        let bytes = self
+            .blob(&hex::encode(record.png_sha256))?
+            .ok_or_else(not_found)?;
+        self.audit(
+            &p.username,
+            None,
+            "view_signature",
+            &id.to_string(),
+            json!({"evidence": evidence}),
+        )?;
+        Ok(bytes)
     }
 
     /// Keeps one value of a conflicted field of household `id`: the server writes it

@@ -1,7 +1,9 @@
 //! The monthly bulletin and its exports (BULLETIN):
 //!
 //! - `GET /bulletin?month=YYYY-MM` (`ReadBulletin`): the bulletin's figures per village
-//!   and unit and the town's total; every figure links to the records behind it.
+//!   and unit and the town's total; every figure links to the records behind it when
+//!   the account may open them (a supervisor, who neither publishes nor acknowledges
+//!   directives nor enters fraud cases, sees those figures as plain text).
 //! - `GET /bulletin/{YYYY-MM}.xlsx` (`ExportReports`): the same as a workbook.
 //! - `GET /export/visits.csv?month=YYYY-MM` (`ExportReports`): the month's visits.
 //! - `GET /bulletin/cases?month=YYYY-MM`, `POST /bulletin/cases` (`EnterFraudCases`):
@@ -75,15 +77,39 @@ async fn bulletin(
     ))
 }
 
-/// A figure linked to the records behind it.
-fn figure(value: impl std::fmt::Display, href: String) -> Markup {
-    html! { a href=(href) { (value) } }
+/// A figure linked to the records behind it, or plain text when the account may not
+/// open them (`href` is `None`): no link leads to a 403 page.
+fn figure(value: impl std::fmt::Display, href: Option<String>) -> Markup {
+    match href {
+        Some(href) => html! { a href=(href) { (value) } },
+        None => html! { (value) },
+    }
+}
+
+/// Which of the bulletin's link targets the account may open.
+#[derive(Clone, Copy)]
+struct MayOpen {
+    /// `/directives` (`PublishDirective` or `AcknowledgeDirective`).
+    directives: bool,
+    /// `/bulletin/cases` (`EnterFraudCases`).
+    cases: bool,
+}
+
+impl MayOpen {
+    fn of(who: &crate::access::Principal) -> Self {
+        Self {
+            directives: who.may_at_all(Permission::PublishDirective)
+                || who.may_at_all(Permission::AcknowledgeDirective),
+            cases: who.may_at_all(Permission::EnterFraudCases),
+        }
+    }
 }
 
 /// Links of a row's figures: `place` is `None` on the total row (all places).
 struct Links<'a> {
     place: Option<&'a str>,
     month: Month,
+    may: MayOpen,
 }
 
 impl Links<'_> {
@@ -106,19 +132,31 @@ impl Links<'_> {
         format!("/rectifications?{}", q.join("&"))
     }
 
-    fn directives(&self) -> String {
-        match self.place {
-            Some(p) => format!("/directives?place={}", encode_query(p)),
-            None => "/directives".into(),
+    /// The tasks closed in the month (the approved fixes are among them).
+    fn rectifications_closed(&self) -> String {
+        let mut q = vec![format!("closed={}", self.month)];
+        if let Some(p) = self.place {
+            q.push(format!("village={}", encode_query(p)));
         }
+        q.push("state=closed".into());
+        format!("/rectifications?{}", q.join("&"))
     }
 
-    fn cases(&self) -> String {
+    fn directives(&self) -> Option<String> {
+        self.may.directives.then(|| match self.place {
+            Some(p) => format!("/directives?place={}", encode_query(p)),
+            None => "/directives".into(),
+        })
+    }
+
+    fn cases(&self) -> Option<String> {
         let anchor = self
             .place
             .map(|p| format!("#{}", encode_query(p)))
             .unwrap_or_default();
-        format!("/bulletin/cases?month={}{anchor}", self.month)
+        self.may
+            .cases
+            .then(|| format!("/bulletin/cases?month={}{anchor}", self.month))
     }
 }
 
@@ -126,6 +164,7 @@ fn bulletin_body(user: &WebUser, month: Month, b: &Bulletin) -> Markup {
     let who = &user.principal;
     let may_export = who.may_at_all(Permission::ExportReports);
     let may_enter = who.may_at_all(Permission::EnterFraudCases);
+    let may_open = MayOpen::of(who);
     let not_entered: Vec<&str> = b
         .rows
         .iter()
@@ -149,6 +188,7 @@ fn bulletin_body(user: &WebUser, month: Month, b: &Bulletin) -> Markup {
         p.muted {
             "统计月份按北京时间计：" (town_time(month.start_ms())) " 至 " (town_time(month.end_ms()))
             "。户数、已走访、承诺书为截至月末的累计；回访、整改、指令签收、发案为本月数。"
+            "“本月审核通过”为本月经办公室审核通过而办结的整改；“未签收”只计已过签收时限仍未签收的指令。"
             "点击数字可查看对应记录。数据截至 " (town_time(b.generated_at_ms)) "。"
         }
         @if !not_entered.is_empty() {
@@ -169,30 +209,31 @@ fn bulletin_body(user: &WebUser, month: Month, b: &Bulletin) -> Markup {
                 tr {
                     th.num { "户数" } th.num { "已走访" } th.num { "本月走访" } th.num { "覆盖率" } th.num { "已签承诺书" }
                     th.num { "回访" } th.num { "接通" } th.num { "确认走访" } th.num { "否认走访" } th.num { "未理解" }
-                    th.num { "本月发起" } th.num { "本月完成" }
+                    th.num { "本月发起" } th.num { "本月审核通过" }
                     th.num { "应签收" } th.num { "按时" } th.num { "逾期" } th.num { "未签收" }
                     th.num { "发案数" } th.num { "损失（元）" }
                 }
             }
             tbody {
-                @for r in &b.rows { (row(r, month, false)) }
+                @for r in &b.rows { (row(r, month, may_open, false)) }
             }
-            tfoot { (row(&b.total, month, true)) }
+            tfoot { (row(&b.total, month, may_open, true)) }
         } }
     }
 }
 
-fn row(r: &BulletinRow, month: Month, total: bool) -> Markup {
+fn row(r: &BulletinRow, month: Month, may: MayOpen, total: bool) -> Markup {
     let l = Links {
         place: (!total).then_some(r.place.as_str()),
         month,
+        may,
     };
     let unit = r.kind == Some(PlaceKind::Unit);
     let village_figure = |v: u64, href: String| -> Markup {
         if unit {
             html! { span.muted { "—" } }
         } else {
-            figure(v, href)
+            figure(v, Some(href))
         }
     };
     html! {
@@ -214,7 +255,7 @@ fn row(r: &BulletinRow, month: Month, total: bool) -> Markup {
             td.num.error[r.calls_denied > 0] { (village_figure(r.calls_denied, l.households("has=follow_up"))) }
             td.num.error[r.calls_not_understood > 0] { (village_figure(r.calls_not_understood, l.households("has=follow_up"))) }
             td.num { (village_figure(r.rectifications_opened, l.rectifications("opened"))) }
-            td.num { (village_figure(r.rectifications_fixed, l.rectifications("fixed"))) }
+            td.num { (village_figure(r.rectifications_approved, l.rectifications_closed())) }
             td.num { (figure(r.directives_due, l.directives())) }
             td.num { (figure(r.directives_on_time, l.directives())) }
             td.num.error[r.directives_late > 0] { (figure(r.directives_late, l.directives())) }
@@ -222,7 +263,12 @@ fn row(r: &BulletinRow, month: Month, total: bool) -> Markup {
             td.num {
                 @match r.fraud_cases {
                     Some(c) => { (figure(c, l.cases())) }
-                    None => { a.muted href=(l.cases()) { "未录入" } }
+                    None => {
+                        @match l.cases() {
+                            Some(href) => { a.muted href=(href) { "未录入" } }
+                            None => { span.muted { "未录入" } }
+                        }
+                    }
                 }
             }
             td.num {
@@ -610,6 +656,7 @@ mod tests {
             format!("/households?village={jia}&amp;status=completed"),
             format!("/households?village={jia}&amp;has=pledge"),
             format!("/rectifications?opened={month}&amp;village={jia}"),
+            format!("/rectifications?closed={month}&amp;village={jia}&amp;state=closed"),
             format!("/directives?place={jia}"),
             format!("/bulletin/cases?month={month}#{jia}"),
         ] {
@@ -660,9 +707,35 @@ mod tests {
             StatusCode::NOT_FOUND
         );
 
-        // A supervisor reads the bulletin but exports nothing; a worker reads nothing.
+        // A supervisor reads the bulletin but exports nothing, and sees no link to a
+        // page it may not open (directives, fraud cases); a worker reads nothing.
         let (sup, _) = session(&db, "sup");
-        assert_eq!(get(&db, "/bulletin", &sup).await.0, StatusCode::OK);
+        let (status, html) = get(&db, "/bulletin", &sup).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            html.contains(&format!("/households?village={jia}")),
+            "{html}"
+        );
+        for link in ["href=\"/directives", "href=\"/bulletin/cases", ".xlsx\""] {
+            assert!(!html.contains(link), "{link} shown to a supervisor");
+        }
+        for path in ["/directives", "/bulletin/cases"] {
+            assert_eq!(
+                get(&db, path, &sup).await.0,
+                StatusCode::FORBIDDEN,
+                "{path}"
+            );
+        }
+        assert!(html.contains("未录入"), "the figure is shown, unlinked");
+        // The dashboard's units likewise: linked for the office, plain for a supervisor.
+        let station = format!("/directives?place={}", encode_query("镇派出所"));
+        let (status, html) = get(&db, "/", &office).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(html.contains(&station), "{html}");
+        let (status, html) = get(&db, "/", &sup).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(html.contains("镇派出所"), "{html}");
+        assert!(!html.contains("href=\"/directives"), "{html}");
         let xlsx = format!("/bulletin/{month}.xlsx");
         assert_eq!(get(&db, &xlsx, &sup).await.0, StatusCode::FORBIDDEN);
         assert_eq!(
@@ -707,10 +780,20 @@ mod tests {
         let (status, _, body) = post(form(&csrf, "2", "12.345")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(String::from_utf8_lossy(&body).contains("甲村的损失金额"));
+        let (status, html) = get(&db, "/bulletin", &police).await;
         assert_eq!(
-            get(&db, "/bulletin", &police).await.0,
+            status,
             StatusCode::FORBIDDEN,
             "the police enter cases but do not read the bulletin"
+        );
+        // The 403 page leads home to the police's own page, with their nav.
+        assert!(
+            html.contains(r#"<a href="/bulletin/cases">返回首页</a>"#),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"<a href="/bulletin/cases">发案录入</a>"#),
+            "{html}"
         );
 
         let (status, headers, _) = post(form(&csrf, "2", "1,234.56")).await;

@@ -1,8 +1,9 @@
 //! The dashboard (`GET /`): coverage per village and per grid (households, visited,
 //! pledged, checked by follow-up, omissions open), a bar chart of coverage per village
 //! drawn as SVG on the server, and the directive figures of the town units. Every
-//! figure links to the household list filtered to the households behind it. A
-//! supervisor sees its own scope only.
+//! figure links to the household list filtered to the households behind it; a unit's
+//! directive count links to its directives only for an account that may open them
+//! (not a supervisor). A supervisor sees its own scope only.
 
 use axum::Router;
 use axum::extract::State;
@@ -24,7 +25,9 @@ async fn dashboard(State(state): State<AppState>, user: WebUser) -> Result<Marku
     let db = state.db.clone();
     let p = user.principal.clone();
     let d = blocking(move || db.dashboard(&p)).await?;
-    Ok(page("概览", &user.principal, body(&d)))
+    let may_directives = user.principal.may_at_all(Permission::PublishDirective)
+        || user.principal.may_at_all(Permission::AcknowledgeDirective);
+    Ok(page("概览", &user.principal, body(&d, may_directives)))
 }
 
 /// The household list's address for `village`, `grid` and one more filter.
@@ -63,7 +66,9 @@ fn heads() -> Markup {
     }
 }
 
-fn body(d: &Dashboard) -> Markup {
+/// The page; `may_directives`: the account may open `/directives` (else the units'
+/// directive counts are plain text, not links to a 403 page).
+fn body(d: &Dashboard, may_directives: bool) -> Markup {
     html! {
         @if d.villages.is_empty() {
             p.muted { "您的管辖范围内还没有住户。" }
@@ -110,7 +115,11 @@ fn body(d: &Dashboard) -> Markup {
                         @for u in &d.units {
                             tr {
                                 td { (u.unit) }
-                                td.num { a href=(format!("/directives?place={}", encode_query(&u.unit))) { (u.directives) } }
+                                td.num {
+                                    @if may_directives {
+                                        a href=(format!("/directives?place={}", encode_query(&u.unit))) { (u.directives) }
+                                    } @else { (u.directives) }
+                                }
                                 td.num { (u.acknowledged) }
                                 td.num { (u.pushed) }
                                 td.num { @if u.overdue > 0 { span.badge.bad { (u.overdue) } } @else { "0" } }

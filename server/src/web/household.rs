@@ -12,7 +12,8 @@
 //!   ([`ServerDb::resolve_conflict`]);
 //! - `GET /households/{id}/evidence/{evidence}/signature.png`, `GET
 //!   /files/thumb/{sha256}`, `GET /files/photo/{sha256}`: the images, only for a
-//!   household the account may read (`Cache-Control: private`).
+//!   household the account may read (`Cache-Control: private, no-store`); a full
+//!   photo or a signature viewed is audited (`view_photo`, `view_signature`).
 //!
 //! [`ServerDb::reveal`]: crate::db::ServerDb::reveal
 //! [`ServerDb::write_review`]: crate::db::ServerDb::write_review
@@ -427,11 +428,13 @@ async fn resolve(
     Ok(see_other(&format!("/households/{id}#conflicts")))
 }
 
+/// An image answer. Photos of people and signatures are sensitive personal data
+/// (PIPL): `Cache-Control: private, no-store`, so no browser or proxy keeps a copy.
 fn image(bytes: Vec<u8>, content_type: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, "private, max-age=3600"),
+            (header::CACHE_CONTROL, "private, no-store"),
         ],
         bytes,
     )

@@ -1136,7 +1136,7 @@ fn the_monthly_bulletin_exports_and_its_figures_match_the_records() {
             "coverage {coverage}"
         );
         assert_eq!(at("本月发起整改"), Some(1.0), "rectifications opened");
-        assert_eq!(at("本月完成整改"), Some(0.0), "rectifications fixed");
+        assert_eq!(at("本月审核通过整改"), Some(0.0), "rectifications approved");
         assert_eq!(at("发案数"), Some(2.0), "cases");
         assert_eq!(at("损失金额（元）"), Some(15000.50), "losses in yuan");
         // The other village of the places list has no cases entered: blank, not 0.
