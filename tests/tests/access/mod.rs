@@ -92,13 +92,14 @@ fn household(village: &str, grid: &str, door: &str, r: Resident, visit: VisitId)
     h.residents.insert(rid, r);
     h.visits.insert(
         visit.to_string(),
+        // Finished (nobody was home), so that a supervisor may check it by phone.
         Visit {
             visitor: "someone".into(),
             device_id: DeviceId::new().to_string(),
-            started_at_ms: now_ms(),
-            finished_at_ms: None,
-            outcome: None,
-            outcome_reason: String::new(),
+            started_at_ms: now_ms() - 3_600_000,
+            finished_at_ms: Some(now_ms() - 3_000_000),
+            outcome: Some(model::VisitOutcome::NobodyHome),
+            outcome_reason: "无人在家".into(),
             voided: None,
             target_groups_reached: vec![],
             remarks: String::new(),
@@ -320,11 +321,14 @@ fn review_of(visit: VisitId) -> impl FnOnce(&mut Automerge) {
     }
 }
 
-fn follow_up_of(visit: VisitId) -> impl FnOnce(&mut Automerge) {
+/// A follow-up call about `visit` in the name of the account `by` (the server takes a
+/// call only in the pushing account's own name).
+fn follow_up_of(visit: VisitId, by: &str) -> impl FnOnce(&mut Automerge) {
+    let by = by.to_string();
     move |doc| {
         let c = FollowUpCall {
             visit_id: visit.to_string(),
-            by: "me".into(),
+            by,
             called_at_ms: now_ms(),
             reached: true,
             confirmed: Some(true),
@@ -507,7 +511,7 @@ fn every_role_every_endpoint_in_and_out_of_scope_gets_what_the_table_allows() {
             check_push(
                 Permission::WriteFollowUpCall,
                 "records a follow-up call",
-                pushed(Box::new(follow_up_of(visit))),
+                pushed(Box::new(follow_up_of(visit, user))),
             );
             let pulled = device
                 .as_ref()
@@ -652,7 +656,12 @@ fn refusals_written_by_hand_without_the_table() {
     // other way round.
     let (sup_device, sup_token) = t.device("supervisor").unwrap();
     assert_eq!(
-        t.push(&sup_token, sup_device, h_in, follow_up_of(v_in)),
+        t.push(
+            &sup_token,
+            sup_device,
+            h_in,
+            follow_up_of(v_in, "supervisor")
+        ),
         None
     );
     assert!(
@@ -664,7 +673,10 @@ fn refusals_written_by_hand_without_the_table() {
         )
         .is_some()
     );
-    assert!(t.push(&token, device, h_in, follow_up_of(v_in)).is_some());
+    assert!(
+        t.push(&token, device, h_in, follow_up_of(v_in, "grid_worker"))
+            .is_some()
+    );
     assert_eq!(
         t.push(&token, device, h_in, new_visit(device, "grid_worker")),
         None
