@@ -144,7 +144,8 @@ struct DrawForm {
     #[serde(default)]
     grid: String,
     method: String,
-    amount: u32,
+    /// Text, so that a value that is not a number gets a sentence naming this field.
+    amount: String,
     #[serde(default)]
     seed: String,
 }
@@ -156,9 +157,10 @@ async fn draw(
 ) -> Result<Response, WebError> {
     user.check_csrf(&f.csrf)?;
     user.require(Permission::DrawFollowUpSample)?;
+    let amount = f.amount.trim().parse::<u32>().unwrap_or(0);
     let size = match f.method.as_str() {
-        "percent" if (1..=100).contains(&f.amount) => SampleSize::Percent(f.amount),
-        "count" if (1..=10_000).contains(&f.amount) => SampleSize::Count(f.amount),
+        "percent" if (1..=100).contains(&amount) => SampleSize::Percent(amount),
+        "count" if (1..=10_000).contains(&amount) => SampleSize::Count(amount),
         _ => {
             return Err(WebError::BadRequest(
                 "抽取数量：按比例为 1 至 100（%），按户数为 1 至 10000 户。".into(),
