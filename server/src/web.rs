@@ -623,6 +623,19 @@ fn field_sentence(what: &str, serde_message: &str) -> String {
     }
 }
 
+/// A page showing a number revealed in full: `Cache-Control: no-store` and `Pragma:
+/// no-cache`, so neither a browser nor a proxy keeps it (the reveal is audited once).
+pub fn revealed_page(markup: Markup) -> Response {
+    (
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::PRAGMA, "no-cache"),
+        ],
+        markup,
+    )
+        .into_response()
+}
+
 /// `303 See Other` to `to` (post/redirect/get).
 pub fn see_other(to: &str) -> Response {
     Redirect::to(to).into_response()

@@ -426,31 +426,14 @@ pub struct QueueEntry {
     pub fixes_reason: Option<String>,
 }
 
-/// The first day (inclusive) and the next month's first day (exclusive) of `month`
-/// (`YYYY-MM`) in the town's time (UTC+08:00), as UTC milliseconds.
+/// The first instant (inclusive) and the next month's first instant (exclusive) of
+/// `month` (`YYYY-MM`) in the town's time (UTC+08:00), as UTC milliseconds
+/// ([`super::bulletin::Month`]).
 ///
 /// Errors: [`Error::BadRequest`] when `month` is not `YYYY-MM`.
 pub fn month_bounds(month: &str) -> Result<(i64, i64)> {
-    let bad = || Error::BadRequest("a month is written YYYY-MM, like 2026-11".into());
-    let (y, m) = month.split_once('-').ok_or_else(bad)?;
-    if y.len() != 4 || m.len() != 2 {
-        return Err(bad());
-    }
-    let y: i32 = y.parse().map_err(|_| bad())?;
-    let m: u32 = m.parse().map_err(|_| bad())?;
-    let start = chrono::NaiveDate::from_ymd_opt(y, m, 1).ok_or_else(bad)?;
-    let next = if m == 12 {
-        chrono::NaiveDate::from_ymd_opt(y + 1, 1, 1)
-    } else {
-        chrono::NaiveDate::from_ymd_opt(y, m + 1, 1)
-    }
-    .ok_or_else(bad)?;
-    let ms = |d: chrono::NaiveDate| {
-        d.and_hms_opt(0, 0, 0)
-            .map(|t| t.and_utc().timestamp_millis() - model::TOWN_UTC_OFFSET_MS)
-            .unwrap_or(0)
-    };
-    Ok((ms(start), ms(next)))
+    let m = super::bulletin::Month::parse(month)?;
+    Ok((m.start_ms(), m.end_ms()))
 }
 
 impl ServerDb {

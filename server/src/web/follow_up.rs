@@ -19,8 +19,7 @@
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use doorstep_core::model::FollowUpCall;
 use doorstep_core::sampling::SampleSize;
@@ -28,7 +27,7 @@ use doorstep_core::store::now_ms;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{WebError, WebForm, WebUser, csrf_field, page, see_other, town_time};
+use super::{WebError, WebForm, WebUser, csrf_field, page, revealed_page, see_other, town_time};
 use crate::access::Permission;
 use crate::db::office::{DrawRequest, RoundRow, SampleRow};
 use crate::db::people::{RevealField, parse_household};
@@ -348,14 +347,7 @@ async fn reveal(
             }
         },
     );
-    Ok((
-        [
-            (header::CACHE_CONTROL, "no-store"),
-            (header::PRAGMA, "no-cache"),
-        ],
-        markup,
-    )
-        .into_response())
+    Ok(revealed_page(markup))
 }
 
 #[derive(Deserialize)]

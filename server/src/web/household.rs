@@ -28,7 +28,7 @@ use doorstep_core::model::ReviewState;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{WebError, WebForm, WebUser, csrf_field, page, see_other, town_time};
+use super::{WebError, WebForm, WebUser, csrf_field, page, revealed_page, see_other, town_time};
 use crate::access::Permission;
 use crate::db::pages::{EvidenceCheck, EvidenceView, FileKind, HouseholdPage, status_label};
 use crate::db::people::{RevealField, parse_household};
@@ -357,14 +357,7 @@ async fn reveal(
             }
         },
     );
-    Ok((
-        [
-            (header::CACHE_CONTROL, "no-store"),
-            (header::PRAGMA, "no-cache"),
-        ],
-        markup,
-    )
-        .into_response())
+    Ok(revealed_page(markup))
 }
 
 #[derive(Deserialize)]
