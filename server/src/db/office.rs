@@ -480,9 +480,7 @@ impl ServerDb {
             |r| {
                 Ok(RectificationRow {
                     id: r.get(0)?,
-                    household: Uuid::from_slice(&r.get::<_, Vec<u8>>(1)?)
-                        .unwrap_or_default()
-                        .to_string(),
+                    household: doc_id_text(r, 1)?,
                     village: r.get(2)?,
                     grid: r.get(3)?,
                     door_number: r.get(4)?,
@@ -539,9 +537,7 @@ impl ServerDb {
         )?;
         let rows = stmt.query_map([limit.clamp(1, 1000)], |r| {
             Ok(QueueEntry {
-                household: Uuid::from_slice(&r.get::<_, Vec<u8>>(0)?)
-                    .unwrap_or_default()
-                    .to_string(),
+                household: doc_id_text(r, 0)?,
                 village: r.get(1)?,
                 grid: r.get(2)?,
                 door_number: r.get(3)?,
@@ -564,6 +560,14 @@ impl ServerDb {
         }
         Ok(out)
     }
+}
+
+/// Column `i` of `r`, a 16-byte document ID, as hyphenated text (nil for anything
+/// else, which no row written by the server holds).
+fn doc_id_text(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<String> {
+    Ok(Uuid::from_slice(&r.get::<_, Vec<u8>>(i)?)
+        .unwrap_or_default()
+        .to_string())
 }
 
 fn require(p: &Principal, perm: Permission) -> Result<()> {
@@ -850,9 +854,7 @@ impl ServerDb {
                 };
                 Ok(SampleRow {
                     position: r.get(0)?,
-                    household: Uuid::from_slice(&r.get::<_, Vec<u8>>(1)?)
-                        .unwrap_or_default()
-                        .to_string(),
+                    household: doc_id_text(r, 1)?,
                     grid: r.get(2)?,
                     door_number: r.get(3)?,
                     head_name: r.get(4)?,

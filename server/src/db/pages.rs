@@ -474,48 +474,20 @@ impl ServerDb {
             }
         }
         out.villages = villages.into_iter().collect();
-        let mut groups = BTreeSet::new();
-        {
-            let mut stmt = conn.prepare_cached(
-                "SELECT DISTINCT h.village, h.grid, g.value
-                   FROM residents r JOIN households h ON h.doc_id = r.doc_id,
-                        json_each(r.target_groups) g",
-            )?;
-            for row in stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })? {
-                let (v, g, group) = row?;
-                if p.may(PAGES, &v, &g) {
-                    groups.insert(group);
-                }
-            }
-        }
-        out.groups = groups.into_iter().collect();
-        let mut workers = BTreeSet::new();
-        {
-            let mut stmt = conn.prepare_cached(
-                "SELECT DISTINCT h.village, h.grid, v.visitor
-                   FROM visits v JOIN households h ON h.doc_id = v.doc_id
-                  WHERE v.voided_reason IS NULL",
-            )?;
-            for row in stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })? {
-                let (v, g, w) = row?;
-                if p.may(PAGES, &v, &g) {
-                    workers.insert(w);
-                }
-            }
-        }
-        out.workers = workers.into_iter().collect();
+        out.groups = scoped_values(
+            &conn,
+            p,
+            "SELECT DISTINCT h.village, h.grid, g.value
+               FROM residents r JOIN households h ON h.doc_id = r.doc_id,
+                    json_each(r.target_groups) g",
+        )?;
+        out.workers = scoped_values(
+            &conn,
+            p,
+            "SELECT DISTINCT h.village, h.grid, v.visitor
+               FROM visits v JOIN households h ON h.doc_id = v.doc_id
+              WHERE v.voided_reason IS NULL",
+        )?;
         Ok(out)
     }
 
@@ -1169,4 +1141,24 @@ fn conflict_label(path: &[String], h: &model::Household) -> String {
         }
         _ => path.join("."),
     }
+}
+
+/// The distinct third column of `sql` (rows of village, grid, value) over the
+/// households `p` may see on the office pages, sorted.
+fn scoped_values(conn: &rusqlite::Connection, p: &Principal, sql: &str) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut values = BTreeSet::new();
+    for row in stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })? {
+        let (v, g, value) = row?;
+        if p.may(PAGES, &v, &g) {
+            values.insert(value);
+        }
+    }
+    Ok(values.into_iter().collect())
 }
